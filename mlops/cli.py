@@ -1,0 +1,250 @@
+"""`mlops`: the one command line for the project; every Makefile target is one call of it.
+
+Heavy modules (the sagemaker SDK, pandas, scikit-learn, boto3) are imported inside the
+command that needs them, so `mlops registry list` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from mlops import config as project_config
+
+console = Console(highlight=False)
+STAGES = ("staging", "prod")
+
+
+class UsageError(ValueError):
+    """A command line that cannot be carried out as given."""
+
+
+def _target_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", choices=("local", "aws"), default="local",
+                        help="run on this machine (default) or in the AWS account")
+
+
+def _parameters(pairs: list[str]) -> dict:
+    parameters = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"pipeline parameter {pair!r} is not NAME=VALUE")
+        parameters[name] = value
+    return parameters
+
+
+def _table(title: str, columns: list[str], rows: list[list]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    return table
+
+
+# pipeline ---------------------------------------------------------------------------------
+
+def cmd_pipeline_definition(args) -> int:
+    from mlops import targets
+    from model_build import definition
+
+    config = project_config.load()
+    target = targets.get(args.target, config)
+    _, reused = definition.load_or_build(config, target, force=args.force)
+    how = "reused (nothing changed)" if reused else "built"
+    console.print(f"pipeline definition {how}: {definition.DEFINITION_FILE}")
+    return 0
+
+
+def cmd_pipeline_upsert(args) -> int:
+    _upsert(project_config.load())
+    return 0
+
+
+def _upsert(config):
+    import boto3
+
+    from mlops import sagemaker_pipeline, targets
+    from model_build import definition
+
+    target = targets.aws(config)
+    pipeline, _ = definition.load_or_build(config, target, force=True)
+    client = boto3.client("sagemaker", region_name=target.region)
+    arn = sagemaker_pipeline.upsert(client, config.pipeline_name, pipeline, target.role,
+                                    description=f"{config.project} training pipeline")
+    console.print(f"pipeline upserted: {arn}")
+    return client
+
+
+def cmd_pipeline_run(args) -> int:
+    config = project_config.load()
+    parameters = _parameters(args.param)
+    if args.target == "aws":
+        return _run_aws(config, parameters, args.wait)
+    from mlops import local_pipeline
+
+    result = local_pipeline.run(config, parameters, console=console)
+    return 0 if result.succeeded else 1
+
+
+def _run_aws(config, parameters: dict, wait: bool) -> int:
+    from mlops import sagemaker_pipeline
+
+    client = _upsert(config)
+    execution_arn = sagemaker_pipeline.start(client, config.pipeline_name, parameters)
+    console.print(f"execution started: {execution_arn}")
+    if not wait:
+        return 0
+
+    def report(status, steps):
+        console.print(f"[bold]{status}[/bold] " + ", ".join(
+            f"{s['StepName']}={s.get('StepStatus', '?')}" for s in steps))
+        for step in steps:
+            if step.get("FailureReason"):
+                console.print(f"  {step['StepName']}: {step['FailureReason']}")
+
+    execution = sagemaker_pipeline.wait(client, execution_arn, report)
+    status = execution["PipelineExecutionStatus"]
+    if status != "Succeeded":
+        reason = execution.get("FailureReason", "see the failed steps above")
+        console.print(f"[red]pipeline execution {status}: {reason}[/red]")
+        return 1
+    return 0
+
+
+def cmd_pipeline_executions(args) -> int:
+    from mlops import local_pipeline
+
+    console.print(local_pipeline.executions_table(project_config.load()))
+    return 0
+
+
+def cmd_pipeline_steps(args) -> int:
+    from mlops import local_pipeline
+
+    console.print(local_pipeline.steps_table(args.execution))
+    return 0
+
+
+# registry ---------------------------------------------------------------------------------
+
+def _registry():
+    from mlops.registry import LocalRegistry
+
+    return LocalRegistry()
+
+
+def cmd_registry_list(args) -> int:
+    config = project_config.load()
+    registry = _registry()
+    summaries = registry.list_model_packages(
+        ModelPackageGroupName=config.model_package_group, SortOrder="Descending", MaxResults=1000
+    )["ModelPackageSummaryList"]
+    rows = []
+    for summary in summaries:
+        package = registry.describe_model_package(summary["ModelPackageArn"])
+        rows.append([summary["ModelPackageVersion"], summary["ModelApprovalStatus"],
+                     summary["CreationTime"][:19].replace("T", " "), _metric(package, config),
+                     package.get("ApprovalDescription", "")])
+    if not rows:
+        console.print(f"no model package in {config.model_package_group} yet: run `make pipeline`")
+        return 0
+    console.print(_table(f"model packages in {config.model_package_group}",
+                         ["version", "status", "created (UTC)", config.metric, "note"], rows))
+    return 0
+
+
+def _metric(package: dict, config) -> str:
+    """The evaluation metric of a package, read from its registered ModelQuality statistics."""
+    import json
+
+    from mlops.store import LocalStore, StoreError
+
+    uri = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri")
+    try:
+        report = json.loads(LocalStore().path(uri).read_text())
+        return f"{report['regression_metrics'][config.metric]['value']:.3f}"
+    except (StoreError, OSError, KeyError, TypeError, ValueError):
+        return "?"
+
+
+def _set_status(version: str, status: str, note: str) -> int:
+    config = project_config.load()
+    registry = _registry()
+    name = f"{config.model_package_group}/{version}"
+    registry.update_model_package(
+        ModelPackageArn=registry.describe_model_package(name)["ModelPackageArn"],
+        ModelApprovalStatus=status, ApprovalDescription=note,
+    )
+    console.print(f"{name}: {status}")
+    return 0
+
+
+def cmd_registry_approve(args) -> int:
+    return _set_status(args.version, "Approved", args.note or "approved from the command line")
+
+
+def cmd_registry_reject(args) -> int:
+    return _set_status(args.version, "Rejected", args.note or "rejected from the command line")
+
+
+# parser -----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlops", description=__doc__.splitlines()[0])
+    groups = parser.add_subparsers(dest="group", required=True)
+
+    pipeline = groups.add_parser("pipeline", help="the training pipeline").add_subparsers(
+        dest="command", required=True)
+    p = pipeline.add_parser("definition", help="write build/pipeline-definition.json")
+    _target_option(p)
+    p.add_argument("--force", action="store_true", help="rebuild even when nothing changed")
+    p.set_defaults(func=cmd_pipeline_definition)
+    p = pipeline.add_parser("upsert", help="create or update the pipeline on SageMaker")
+    p.add_argument("--target", choices=("aws",), default="aws")
+    p.set_defaults(func=cmd_pipeline_upsert)
+    p = pipeline.add_parser("run", help="run the pipeline (locally unless --target aws)")
+    _target_option(p)
+    p.add_argument("--wait", action="store_true", help="aws: follow the execution to its end")
+    p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
+                   help="override a pipeline parameter, e.g. -p MetricThreshold=2.5")
+    p.set_defaults(func=cmd_pipeline_run)
+    p = pipeline.add_parser("executions", help="list local executions, newest first")
+    p.set_defaults(func=cmd_pipeline_executions)
+    p = pipeline.add_parser("steps", help="list the steps of a local execution")
+    p.add_argument("execution", help="execution id (see `mlops pipeline executions`)")
+    p.set_defaults(func=cmd_pipeline_steps)
+
+    registry = groups.add_parser("registry", help="the local model registry").add_subparsers(
+        dest="command", required=True)
+    p = registry.add_parser("list", help="model packages, newest first")
+    p.set_defaults(func=cmd_registry_list)
+    for name, func in (("approve", cmd_registry_approve), ("reject", cmd_registry_reject)):
+        p = registry.add_parser(name, help=f"{name} a model package version")
+        p.add_argument("version", help="model package version number")
+        p.add_argument("--note", help="approval description")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        if os.environ.get("MLOPS_DEBUG"):
+            raise
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

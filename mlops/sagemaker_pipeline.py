@@ -1,0 +1,62 @@
+"""The aws target of `mlops pipeline`: upsert the definition, start it, follow it to the end."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+TERMINAL = {"Succeeded", "Failed", "Stopped"}
+
+
+def upsert(client, name: str, definition: dict, role_arn: str, description: str = "") -> str:
+    """Create the pipeline, or update it when it exists; returns its ARN."""
+    body = json.dumps(definition)
+    try:
+        client.describe_pipeline(PipelineName=name)
+    except client.exceptions.ResourceNotFound:
+        return client.create_pipeline(
+            PipelineName=name, PipelineDefinition=body, RoleArn=role_arn,
+            PipelineDescription=description,
+        )["PipelineArn"]
+    return client.update_pipeline(
+        PipelineName=name, PipelineDefinition=body, RoleArn=role_arn,
+        PipelineDescription=description,
+    )["PipelineArn"]
+
+
+def start(client, name: str, parameters: dict | None = None) -> str:
+    """Start an execution with parameter overrides; returns the execution ARN."""
+    return client.start_pipeline_execution(
+        PipelineName=name,
+        PipelineParameters=[{"Name": k, "Value": str(v)} for k, v in (parameters or {}).items()],
+    )["PipelineExecutionArn"]
+
+
+def steps(client, execution_arn: str) -> list[dict]:
+    pages = client.get_paginator("list_pipeline_execution_steps").paginate(
+        PipelineExecutionArn=execution_arn
+    )
+    return [step for page in pages for step in page.get("PipelineExecutionSteps", [])]
+
+
+def wait(
+    client,
+    execution_arn: str,
+    report: Callable[[str, list[dict]], None],
+    poll_seconds: float = 30,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict:
+    """Poll until the execution ends, reporting its status and steps each time they change."""
+    seen = None
+    while True:
+        execution = client.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
+        status = execution["PipelineExecutionStatus"]
+        current = steps(client, execution_arn)
+        snapshot = (status, [(s["StepName"], s.get("StepStatus")) for s in current])
+        if snapshot != seen:
+            report(status, current)
+            seen = snapshot
+        if status in TERMINAL:
+            return execution
+        sleep(poll_seconds)

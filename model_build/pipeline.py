@@ -1,0 +1,358 @@
+"""The training pipeline: one `get_pipeline` factory, the single source of truth.
+
+SageMaker Pipelines runs the definition this produces in the cloud; `mlops.engine` runs
+the very same JSON locally. Building it needs no credentials and no network: the bucket
+and role are passed in, telemetry is opted out, and every file the SDK would upload goes
+through the target's uploader, which addresses it by content so the same code gives the same JSON.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("SAGEMAKER_VALIDATE_ROLE", "false")  # no IAM look-up while building
+
+import boto3  # noqa: E402
+from sagemaker.core.config.config_manager import SageMakerConfig  # noqa: E402
+from sagemaker.core.image_uris import retrieve  # noqa: E402
+from sagemaker.core.processing import ProcessingInput, ProcessingOutput, ScriptProcessor  # noqa: E402
+from sagemaker.core.shapes import (  # noqa: E402
+    DriftCheckBaselines,
+    DriftCheckModelDataQuality,
+    MetricDefinition,
+    MetricsSource,
+    ModelDataQuality,
+    ModelMetrics,
+    ModelQuality,
+)
+from sagemaker.core.training.configs import (  # noqa: E402
+    Compute,
+    InputData,
+    OutputDataConfig,
+    SourceCode,
+)
+from sagemaker.mlops.workflow.condition_step import ConditionStep  # noqa: E402
+from sagemaker.core.workflow.conditions import ConditionLessThanOrEqualTo  # noqa: E402
+from sagemaker.core.workflow.execution_variables import ExecutionVariables  # noqa: E402
+from sagemaker.core.workflow.functions import Join, JsonGet  # noqa: E402
+from sagemaker.core.workflow.parameters import (  # noqa: E402
+    ParameterFloat,
+    ParameterInteger,
+    ParameterString,
+)
+from sagemaker.core.workflow.pipeline_context import PipelineSession  # noqa: E402
+from sagemaker.core.workflow.properties import PropertyFile  # noqa: E402
+from sagemaker.mlops.workflow.fail_step import FailStep  # noqa: E402
+from sagemaker.mlops.workflow.model_step import ModelStep  # noqa: E402
+from sagemaker.mlops.workflow.pipeline import Pipeline  # noqa: E402
+from sagemaker.mlops.workflow.steps import CacheConfig, ProcessingStep, TrainingStep  # noqa: E402
+from sagemaker.serve.model_builder import ModelBuilder  # noqa: E402
+from sagemaker.train import ModelTrainer  # noqa: E402
+
+from mlops.config import Config  # noqa: E402
+from mlops.targets import Target  # noqa: E402
+
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+PROCESSING = "/opt/ml/processing"
+SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+METRIC_REGEX = r"validation_rmse=([0-9.eE+-]+)"
+
+@functools.cache
+def _validate_once(config_json: str) -> None:
+    _validate_config(json.loads(config_json))
+
+
+# The SDK validates its defaults config against a large JSON schema on every config look-up
+# (about 60 per build, 0.5 s each); the config never changes during a build, so check it once.
+_validate_config = SageMakerConfig.validate_sagemaker_config
+SageMakerConfig.validate_sagemaker_config = staticmethod(
+    lambda sagemaker_config=None: _validate_once(json.dumps(sagemaker_config, sort_keys=True))
+)
+
+
+def digest(path: Path) -> str:
+    """Content hash of a file or a directory tree (names and bytes), 16 hex digits."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    sha = hashlib.sha256()
+    for file in files:
+        sha.update((file.relative_to(path) if path.is_dir() else Path(file.name)).as_posix().encode())
+        sha.update(file.read_bytes())
+    return sha.hexdigest()[:16]
+
+
+class ContentAddressedSession(PipelineSession):
+    """A PipelineSession whose uploads land under `<prefix>/<content hash>/` in the target's store.
+
+    The SDK uploads training code and its own driver scripts under a timestamped key while
+    building; addressing them by content keeps the definition byte-identical between builds
+    and puts the files in the active target's store (S3 or the local store).
+    """
+
+    def __init__(self, *, target: Target, prefix: str):
+        super().__init__(
+            boto_session=boto3.Session(region_name=target.region, **target.boto_credentials),
+            default_bucket=target.bucket,
+            sagemaker_config=SDK_CONFIG,
+        )
+        self._prefix = prefix
+        self._upload = target.upload
+
+    def upload_data(self, path, bucket=None, key_prefix="data", callback=None, extra_args=None):
+        path = Path(path)
+        base = f"s3://{bucket or self.default_bucket()}/{self._prefix}/{digest(path)}"
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            name = file.relative_to(path).as_posix() if path.is_dir() else file.name
+            self._upload(file, f"{base}/{name}")
+        return base if path.is_dir() else f"{base}/{path.name}"
+
+    def default_bucket(self):
+        return self._default_bucket_name_override
+
+
+class OfflineModelTrainer(ModelTrainer):
+    """A ModelTrainer that does not ask IAM whether the role can write the default bucket.
+
+    The SDK simulates the role's policy (a network call) to pick where to stage code; the
+    session's content-addressed uploader decides that instead.
+    """
+
+    def _resolve_staging_bucket(self) -> tuple[str, None]:
+        return self.sagemaker_session.default_bucket(), None
+
+
+def _upload_script(session: ContentAddressedSession, name: str) -> str:
+    return session.upload_data(SCRIPTS / name)
+
+
+def _upload_schema(session: ContentAddressedSession, config: Config) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        schema = Path(tmp) / "schema.json"
+        schema.write_text(json.dumps(config.schema(), indent=2, sort_keys=True))
+        return session.upload_data(schema)
+
+
+def get_pipeline(config: Config, target: Target) -> Pipeline:
+    """Build the training pipeline for `config`, its code uploaded to `target`'s store."""
+    project, region, bucket, role = config.project, target.region, target.bucket, target.role
+
+    def artifacts(*parts: str) -> Join:
+        """A per-execution output location, so a cached step's outputs are never overwritten."""
+        return Join(on="/", values=[f"s3://{bucket}/{project}/executions",
+                                    ExecutionVariables.PIPELINE_EXECUTION_ID, *parts])
+
+    session = ContentAddressedSession(target=target, prefix=f"{project}/code")
+    cache = CacheConfig(enable_caching=True, expire_after="P30D")
+    image = retrieve(
+        "sklearn",
+        region=region,
+        version=config.aws.get("sklearn_framework_version", "1.4-2"),
+        instance_type="ml.m5.large",
+    )
+
+    input_data = ParameterString("InputDataUrl", default_value=target.raw_data_uri(config))
+    processing_type = ParameterString(
+        "ProcessingInstanceType", default_value=config.aws.get("processing_instance_type", "ml.m5.large")
+    )
+    processing_count = ParameterInteger("ProcessingInstanceCount", default_value=1)
+    training_type = ParameterString(
+        "TrainingInstanceType", default_value=config.aws.get("training_instance_type", "ml.m5.large")
+    )
+    threshold = ParameterFloat("MetricThreshold", default_value=config.threshold)
+    approval = ParameterString("ModelApprovalStatus", default_value="PendingManualApproval")
+    hyperparameters = {
+        name: (ParameterInteger if isinstance(value, int) else ParameterFloat)(
+            _parameter_name(name), default_value=value
+        )
+        for name, value in config.hyperparameters.items()
+    }
+
+    schema_uri = _upload_schema(session, config)
+
+    def processor(job: str) -> ScriptProcessor:
+        return ScriptProcessor(
+            role=role,
+            image_uri=image,
+            command=["python3"],
+            instance_type=processing_type,
+            instance_count=processing_count,
+            base_job_name=f"{project}-{job}",
+            sagemaker_session=session,
+        )
+
+    schema_input = ProcessingInput(
+        input_name="schema",
+        s3_input={"s3_uri": schema_uri, "local_path": f"{PROCESSING}/input/schema",
+                  "s3_data_type": "S3Prefix", "s3_input_mode": "File"},
+    )
+    preprocess = ProcessingStep(
+        name="ValidateAndPreprocess",
+        step_args=processor("preprocess").run(
+            code=_upload_script(session, "preprocess.py"),
+            inputs=[
+                _input("raw", input_data, f"{PROCESSING}/input/data"),
+                schema_input,
+            ],
+            outputs=[
+                _output(name, f"{PROCESSING}/{name}", artifacts("preprocess", name))
+                for name in ("train", "validation", "test", "report")
+            ],
+        ),
+        cache_config=cache,
+    )
+    train_uri = _output_uri(preprocess, "train")
+
+    baseline = ProcessingStep(
+        name="DataQualityBaseline",
+        step_args=processor("baseline").run(
+            code=_upload_script(session, "baseline.py"),
+            inputs=[_input("train", train_uri, f"{PROCESSING}/input/train"), schema_input],
+            outputs=[_output("baseline", f"{PROCESSING}/baseline", artifacts("baseline"))],
+        ),
+        cache_config=cache,
+    )
+
+    trainer = OfflineModelTrainer(
+        training_image=image,
+        role=role,
+        base_job_name=f"{project}-train",
+        source_code=SourceCode(source_dir=str(SCRIPTS), entry_script="train.py"),
+        compute=Compute(instance_type=training_type, instance_count=1),
+        hyperparameters=hyperparameters,
+        output_data_config=OutputDataConfig(s3_output_path=artifacts("models")),
+        sagemaker_session=session,
+    )
+    trainer = trainer.with_metric_definitions(
+        [MetricDefinition(name="validation:rmse", regex=METRIC_REGEX)]
+    )
+    train = TrainingStep(
+        name="Train",
+        step_args=trainer.train(
+            input_data_config=[
+                InputData(channel_name="train", data_source=train_uri),
+                InputData(channel_name="validation", data_source=_output_uri(preprocess, "validation")),
+                InputData(channel_name="schema", data_source=schema_uri),
+            ]
+        ),
+        cache_config=cache,
+    )
+    model_data = train.properties.ModelArtifacts.S3ModelArtifacts
+
+    evaluation_report = PropertyFile(
+        name="EvaluationReport", output_name="evaluation", path="evaluation.json"
+    )
+    evaluate = ProcessingStep(
+        name="Evaluate",
+        step_args=processor("evaluate").run(
+            code=_upload_script(session, "evaluate.py"),
+            inputs=[
+                _input("model", model_data, f"{PROCESSING}/model"),
+                _input("test", _output_uri(preprocess, "test"), f"{PROCESSING}/test"),
+            ],
+            outputs=[_output("evaluation", f"{PROCESSING}/evaluation", artifacts("evaluation"))],
+        ),
+        property_files=[evaluation_report],
+        cache_config=cache,
+    )
+    evaluation_uri = Join(on="/", values=[_output_uri(evaluate, "evaluation"), "evaluation.json"])
+    baseline_uri = _output_uri(baseline, "baseline")
+
+    builder = ModelBuilder(
+        s3_model_data_url=model_data,
+        image_uri=image,
+        role_arn=role,
+        sagemaker_session=session,
+        env_vars={
+            "SAGEMAKER_PROGRAM": "inference.py",
+            "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+        },
+        dependencies={},
+    )
+    register = ModelStep(
+        name="RegisterModel",
+        step_args=builder.register(
+            model_package_group_name=config.model_package_group,
+            content_types=["text/csv", "application/json"],
+            response_types=["text/csv", "application/json"],
+            inference_instances=["ml.m5.large", "ml.c5.large"],
+            transform_instances=["ml.m5.large"],
+            approval_status=approval,
+            model_metrics=ModelMetrics(
+                model_quality=ModelQuality(
+                    statistics=MetricsSource(content_type="application/json", s3_uri=evaluation_uri)
+                ),
+                model_data_quality=ModelDataQuality(
+                    statistics=_metrics_source(baseline_uri, "statistics.json"),
+                    constraints=_metrics_source(baseline_uri, "constraints.json"),
+                ),
+            ),
+            drift_check_baselines=DriftCheckBaselines(
+                model_data_quality=DriftCheckModelDataQuality(
+                    statistics=_metrics_source(baseline_uri, "statistics.json"),
+                    constraints=_metrics_source(baseline_uri, "constraints.json"),
+                )
+            ),
+        ),
+    )
+
+    metric = JsonGet(
+        step_name=evaluate.name,
+        property_file=evaluation_report,
+        json_path=f"regression_metrics.{config.metric}.value",
+    )
+    fail = FailStep(
+        name="MetricAboveThreshold",
+        error_message=Join(
+            on=" ",
+            values=[f"Test {config.metric}", metric, "is above the threshold", threshold,
+                    "- the model was not registered."],
+        ),
+    )
+    check = ConditionStep(
+        name="CheckMetric",
+        conditions=[ConditionLessThanOrEqualTo(left=metric, right=threshold)],
+        if_steps=[register],
+        else_steps=[fail],
+    )
+
+    return Pipeline(
+        name=config.pipeline_name,
+        parameters=[input_data, processing_type, processing_count, training_type, threshold,
+                    approval, *hyperparameters.values()],
+        steps=[preprocess, baseline, train, evaluate, check],
+        sagemaker_session=session,
+    )
+
+
+def _parameter_name(hyperparameter: str) -> str:
+    return "".join(part.capitalize() for part in hyperparameter.split("_"))
+
+
+def _input(name, source, destination) -> ProcessingInput:
+    return ProcessingInput(
+        input_name=name,
+        s3_input={"s3_uri": source, "local_path": destination, "s3_data_type": "S3Prefix",
+                  "s3_input_mode": "File"},
+    )
+
+
+def _output(name, source, destination) -> ProcessingOutput:
+    return ProcessingOutput(
+        output_name=name,
+        s3_output={"s3_uri": destination, "local_path": source, "s3_upload_mode": "EndOfJob"},
+    )
+
+
+def _output_uri(step: ProcessingStep, name: str):
+    return step.properties.ProcessingOutputConfig.Outputs[name].S3Output.S3Uri
+
+
+def _metrics_source(prefix, filename: str) -> MetricsSource:
+    return MetricsSource(content_type="application/json", s3_uri=Join(on="/", values=[prefix, filename]))
+
