@@ -5,9 +5,11 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STAGE ?= staging
+TARGET ?= local
+VERSION ?=
 
-.PHONY: install pipeline definition upsert run-aws test lint bench \
-        registry approve reject deploy-staging deploy-prod endpoint-test endpoint-stop \
+.PHONY: install pipeline definition upsert run-aws test lint bench registry approve reject \
+        deploy-build deploy-staging deploy-prod endpoint-test endpoint-status endpoint-stop \
         monitor clean
 
 install: $(STAMP)
@@ -36,6 +38,39 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/cfn-lint cloudformation/*.yml
+
+registry: install
+	$(BIN)/mlops registry list
+
+approve: install
+	@test -n "$(VERSION)" || { echo "usage: make approve VERSION=<model package version>"; exit 2; }
+	$(BIN)/mlops registry approve $(VERSION)
+
+reject: install
+	@test -n "$(VERSION)" || { echo "usage: make reject VERSION=<model package version>"; exit 2; }
+	$(BIN)/mlops registry reject $(VERSION)
+
+# The deploy pipeline's build step (CodeBuild): newest approved package -> stage configs.
+deploy-build: install
+	$(BIN)/python -m model_deploy.build --output-dir build/deploy
+
+deploy-staging: install
+	$(BIN)/mlops deploy staging
+
+deploy-prod: install
+	$(BIN)/mlops deploy prod
+
+endpoint-test: install
+	$(BIN)/mlops endpoint test $(STAGE) --target $(TARGET)
+
+endpoint-status: install
+	$(BIN)/mlops endpoint status
+
+endpoint-stop: install
+	$(BIN)/mlops endpoint stop $(STAGE)
+
+monitor: install
+	$(BIN)/mlops monitor run $(STAGE)
 
 bench: install
 	$(BIN)/python -m benchmarks

@@ -193,6 +193,86 @@ def cmd_registry_reject(args) -> int:
     return _set_status(args.version, "Rejected", args.note or "rejected from the command line")
 
 
+# deploy, endpoint, monitor ----------------------------------------------------------------
+
+def cmd_deploy(args) -> int:
+    from mlops import deploy
+
+    record = deploy.deploy(project_config.load(), args.stage)
+    model = record["model_info"]
+    console.print(f"{args.stage}: {model['ModelPackageGroupName']}/{model['ModelPackageVersion']}"
+                  f" serving at {record['url']} (pid {record['pid']}); capture: "
+                  f"{record['capture_uri']}")
+    if args.stage == "staging":
+        console.print("next: `mlops endpoint test staging`, then `mlops deploy prod`")
+    return 0
+
+
+def cmd_endpoint_invoke(args) -> int:
+    from mlops.endpoint import process
+
+    try:
+        body = open(args.file, "rb").read() if args.file != "-" else sys.stdin.buffer.read()
+    except OSError as err:
+        raise UsageError(f"cannot read {args.file}: {err.strerror}") from None
+    status, answer = process.invoke(args.stage, body, args.content_type, args.accept)
+    text = answer.decode("utf-8", "replace")
+    if status >= 400:
+        console.print(f"[red]{status}[/red] {text}")
+        return 1
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def cmd_endpoint_test(args) -> int:
+    from mlops import gate
+
+    package, result = gate.run(project_config.load(), args.stage, args.target, args.rows)
+    console.print(_table(
+        f"endpoint test: {args.stage} serving version {package['ModelPackageVersion']}",
+        ["check", "result", "detail"],
+        [[c.name, "[green]pass[/green]" if c.passed else "[red]FAIL[/red]", c.detail]
+         for c in result.checks]))
+    if not result.passed:
+        console.print("[red]endpoint test failed[/red]")
+        return 1
+    console.print("[green]endpoint test passed[/green]")
+    return 0
+
+
+def cmd_endpoint_status(args) -> int:
+    from mlops.endpoint import process
+
+    rows = []
+    for stage in STAGES:
+        try:
+            record = process.status(stage)
+        except ValueError as err:
+            rows.append([stage, "stopped", "", str(err)])
+            continue
+        model = record["model_info"]
+        rows.append([stage, "InService", record["url"],
+                     f"{model.get('ModelPackageGroupName')}/{model.get('ModelPackageVersion')}"])
+    console.print(_table("local endpoints", ["stage", "status", "url", "model / note"], rows))
+    return 0
+
+
+def cmd_endpoint_stop(args) -> int:
+    from mlops.endpoint import process
+
+    process.stop(args.stage)
+    console.print(f"{args.stage} endpoint stopped")
+    return 0
+
+
+def cmd_monitor_run(args) -> int:
+    from mlops import monitor
+
+    result = monitor.run_local(args.stage, args.start, args.end)
+    console.print(monitor.format_table(result))
+    return 0 if result.verdict == "no drift" else 1
+
+
 # parser -----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,6 +309,38 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("version", help="model package version number")
         p.add_argument("--note", help="approval description")
         p.set_defaults(func=func)
+
+    p = groups.add_parser("deploy", help="deploy the newest approved model to a local endpoint")
+    p.add_argument("stage", choices=STAGES)
+    p.set_defaults(func=cmd_deploy)
+
+    endpoint = groups.add_parser("endpoint", help="local endpoints").add_subparsers(
+        dest="command", required=True)
+    p = endpoint.add_parser("invoke", help="send rows to a stage's endpoint")
+    p.add_argument("stage", choices=STAGES)
+    p.add_argument("--file", required=True, help="request body file (CSV rows without header), "
+                   "or - for standard input")
+    p.add_argument("--content-type", default="text/csv", help="text/csv or application/json")
+    p.add_argument("--accept", default="text/csv")
+    p.set_defaults(func=cmd_endpoint_invoke)
+    p = endpoint.add_parser("test", help="the staging gate: score the endpoint on held-out rows")
+    p.add_argument("stage", choices=STAGES)
+    _target_option(p)
+    p.add_argument("--rows", type=int, default=1000, help="held-out rows to send")
+    p.set_defaults(func=cmd_endpoint_test)
+    p = endpoint.add_parser("status", help="which local endpoints run")
+    p.set_defaults(func=cmd_endpoint_status)
+    p = endpoint.add_parser("stop", help="stop a stage's local endpoint")
+    p.add_argument("stage", choices=STAGES)
+    p.set_defaults(func=cmd_endpoint_stop)
+
+    monitor = groups.add_parser("monitor", help="drift checks on captured traffic").add_subparsers(
+        dest="command", required=True)
+    p = monitor.add_parser("run", help="check a stage's captured traffic against its baseline")
+    p.add_argument("stage", choices=STAGES)
+    p.add_argument("--start", help="window start, ISO 8601 (default: all captured traffic)")
+    p.add_argument("--end", help="window end, ISO 8601, exclusive")
+    p.set_defaults(func=cmd_monitor_run)
     return parser
 
 

@@ -6,10 +6,13 @@ configuration, code and target reuses the stored JSON without importing the SDK.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -45,10 +48,23 @@ def build(config: Config, target: Target) -> str:
         # The SDK creates boto3 clients at import; without credentials botocore would ask the
         # EC2 instance metadata service for some, which is a network call.
         os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
-    from model_build.pipeline import get_pipeline
+    with _quiet_sdk():
+        from model_build.pipeline import get_pipeline
 
-    definition = json.loads(get_pipeline(config, target).definition())
+        definition = json.loads(get_pipeline(config, target).definition())
     return json.dumps(definition, indent=2, sort_keys=True) + "\n"
+
+
+@contextlib.contextmanager
+def _quiet_sdk():
+    """The SDK logs and warns about every field it drops from a pipeline definition."""
+    logging.disable(logging.WARNING)  # its loggers set their own levels, so silence them all
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
 
 
 def load_or_build(config: Config, target: Target, *, force: bool = False) -> tuple[dict, bool]:

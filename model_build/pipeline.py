@@ -17,11 +17,11 @@ from pathlib import Path
 
 os.environ.setdefault("SAGEMAKER_VALIDATE_ROLE", "false")  # no IAM look-up while building
 
-import boto3  # noqa: E402
-from sagemaker.core.config.config_manager import SageMakerConfig  # noqa: E402
-from sagemaker.core.image_uris import retrieve  # noqa: E402
-from sagemaker.core.processing import ProcessingInput, ProcessingOutput, ScriptProcessor  # noqa: E402
-from sagemaker.core.shapes import (  # noqa: E402
+import boto3
+from sagemaker.core.config.config_manager import SageMakerConfig
+from sagemaker.core.image_uris import retrieve
+from sagemaker.core.processing import ProcessingInput, ProcessingOutput, ScriptProcessor
+from sagemaker.core.shapes import (
     DriftCheckBaselines,
     DriftCheckModelDataQuality,
     MetricDefinition,
@@ -30,37 +30,41 @@ from sagemaker.core.shapes import (  # noqa: E402
     ModelMetrics,
     ModelQuality,
 )
-from sagemaker.core.training.configs import (  # noqa: E402
+from sagemaker.core.training.configs import (
     Compute,
     InputData,
     OutputDataConfig,
     SourceCode,
 )
-from sagemaker.mlops.workflow.condition_step import ConditionStep  # noqa: E402
-from sagemaker.core.workflow.conditions import ConditionLessThanOrEqualTo  # noqa: E402
-from sagemaker.core.workflow.execution_variables import ExecutionVariables  # noqa: E402
-from sagemaker.core.workflow.functions import Join, JsonGet  # noqa: E402
-from sagemaker.core.workflow.parameters import (  # noqa: E402
+from sagemaker.core.workflow.conditions import ConditionLessThanOrEqualTo
+from sagemaker.core.workflow.execution_variables import ExecutionVariables
+from sagemaker.core.workflow.functions import Join, JsonGet
+from sagemaker.core.workflow.parameters import (
     ParameterFloat,
     ParameterInteger,
     ParameterString,
 )
-from sagemaker.core.workflow.pipeline_context import PipelineSession  # noqa: E402
-from sagemaker.core.workflow.properties import PropertyFile  # noqa: E402
-from sagemaker.mlops.workflow.fail_step import FailStep  # noqa: E402
-from sagemaker.mlops.workflow.model_step import ModelStep  # noqa: E402
-from sagemaker.mlops.workflow.pipeline import Pipeline  # noqa: E402
-from sagemaker.mlops.workflow.steps import CacheConfig, ProcessingStep, TrainingStep  # noqa: E402
-from sagemaker.serve.model_builder import ModelBuilder  # noqa: E402
-from sagemaker.train import ModelTrainer  # noqa: E402
+from sagemaker.core.workflow.pipeline_context import PipelineSession
+from sagemaker.core.workflow.properties import PropertyFile
+from sagemaker.mlops.workflow.condition_step import ConditionStep
+from sagemaker.mlops.workflow.fail_step import FailStep
+from sagemaker.mlops.workflow.model_step import ModelStep
+from sagemaker.mlops.workflow.pipeline import Pipeline
+from sagemaker.mlops.workflow.steps import CacheConfig, ProcessingStep, TrainingStep
+from sagemaker.serve.model_builder import ModelBuilder
+from sagemaker.train import ModelTrainer
 
-from mlops.config import Config  # noqa: E402
-from mlops.targets import Target  # noqa: E402
+from mlops.config import Config
+from mlops.targets import Target
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 PROCESSING = "/opt/ml/processing"
-SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+SDK_CONFIG = {
+    "SchemaVersion": "1.0",
+    "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
+}
 METRIC_REGEX = r"validation_rmse=([0-9.eE+-]+)"
+
 
 @functools.cache
 def _validate_once(config_json: str) -> None:
@@ -81,7 +85,9 @@ def digest(path: Path) -> str:
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     sha = hashlib.sha256()
     for file in files:
-        sha.update((file.relative_to(path) if path.is_dir() else Path(file.name)).as_posix().encode())
+        sha.update(
+            (file.relative_to(path) if path.is_dir() else Path(file.name)).as_posix().encode()
+        )
         sha.update(file.read_bytes())
     return sha.hexdigest()[:16]
 
@@ -144,8 +150,14 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
 
     def artifacts(*parts: str) -> Join:
         """A per-execution output location, so a cached step's outputs are never overwritten."""
-        return Join(on="/", values=[f"s3://{bucket}/{project}/executions",
-                                    ExecutionVariables.PIPELINE_EXECUTION_ID, *parts])
+        return Join(
+            on="/",
+            values=[
+                f"s3://{bucket}/{project}/executions",
+                ExecutionVariables.PIPELINE_EXECUTION_ID,
+                *parts,
+            ],
+        )
 
     session = ContentAddressedSession(target=target, prefix=f"{project}/code")
     cache = CacheConfig(enable_caching=True, expire_after="P30D")
@@ -158,11 +170,13 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
 
     input_data = ParameterString("InputDataUrl", default_value=target.raw_data_uri(config))
     processing_type = ParameterString(
-        "ProcessingInstanceType", default_value=config.aws.get("processing_instance_type", "ml.m5.large")
+        "ProcessingInstanceType",
+        default_value=config.aws.get("processing_instance_type", "ml.m5.large"),
     )
     processing_count = ParameterInteger("ProcessingInstanceCount", default_value=1)
     training_type = ParameterString(
-        "TrainingInstanceType", default_value=config.aws.get("training_instance_type", "ml.m5.large")
+        "TrainingInstanceType",
+        default_value=config.aws.get("training_instance_type", "ml.m5.large"),
     )
     threshold = ParameterFloat("MetricThreshold", default_value=config.threshold)
     approval = ParameterString("ModelApprovalStatus", default_value="PendingManualApproval")
@@ -188,8 +202,12 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
 
     schema_input = ProcessingInput(
         input_name="schema",
-        s3_input={"s3_uri": schema_uri, "local_path": f"{PROCESSING}/input/schema",
-                  "s3_data_type": "S3Prefix", "s3_input_mode": "File"},
+        s3_input={
+            "s3_uri": schema_uri,
+            "local_path": f"{PROCESSING}/input/schema",
+            "s3_data_type": "S3Prefix",
+            "s3_input_mode": "File",
+        },
     )
     preprocess = ProcessingStep(
         name="ValidateAndPreprocess",
@@ -236,7 +254,9 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
         step_args=trainer.train(
             input_data_config=[
                 InputData(channel_name="train", data_source=train_uri),
-                InputData(channel_name="validation", data_source=_output_uri(preprocess, "validation")),
+                InputData(
+                    channel_name="validation", data_source=_output_uri(preprocess, "validation")
+                ),
                 InputData(channel_name="schema", data_source=schema_uri),
             ]
         ),
@@ -292,6 +312,10 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
                     constraints=_metrics_source(baseline_uri, "constraints.json"),
                 ),
             ),
+            # The staging gate scores the endpoint on the rows this model was tested on.
+            customer_metadata_properties={
+                "TestDataUri": Join(on="/", values=[_output_uri(preprocess, "test"), "test.csv"]),
+            },
             drift_check_baselines=DriftCheckBaselines(
                 model_data_quality=DriftCheckModelDataQuality(
                     statistics=_metrics_source(baseline_uri, "statistics.json"),
@@ -310,8 +334,13 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
         name="MetricAboveThreshold",
         error_message=Join(
             on=" ",
-            values=[f"Test {config.metric}", metric, "is above the threshold", threshold,
-                    "- the model was not registered."],
+            values=[
+                f"Test {config.metric}",
+                metric,
+                "is above the threshold",
+                threshold,
+                "- the model was not registered.",
+            ],
         ),
     )
     check = ConditionStep(
@@ -323,8 +352,15 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
 
     return Pipeline(
         name=config.pipeline_name,
-        parameters=[input_data, processing_type, processing_count, training_type, threshold,
-                    approval, *hyperparameters.values()],
+        parameters=[
+            input_data,
+            processing_type,
+            processing_count,
+            training_type,
+            threshold,
+            approval,
+            *hyperparameters.values(),
+        ],
         steps=[preprocess, baseline, train, evaluate, check],
         sagemaker_session=session,
     )
@@ -337,8 +373,12 @@ def _parameter_name(hyperparameter: str) -> str:
 def _input(name, source, destination) -> ProcessingInput:
     return ProcessingInput(
         input_name=name,
-        s3_input={"s3_uri": source, "local_path": destination, "s3_data_type": "S3Prefix",
-                  "s3_input_mode": "File"},
+        s3_input={
+            "s3_uri": source,
+            "local_path": destination,
+            "s3_data_type": "S3Prefix",
+            "s3_input_mode": "File",
+        },
     )
 
 
@@ -354,5 +394,6 @@ def _output_uri(step: ProcessingStep, name: str):
 
 
 def _metrics_source(prefix, filename: str) -> MetricsSource:
-    return MetricsSource(content_type="application/json", s3_uri=Join(on="/", values=[prefix, filename]))
-
+    return MetricsSource(
+        content_type="application/json", s3_uri=Join(on="/", values=[prefix, filename])
+    )

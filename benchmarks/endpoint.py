@@ -1,0 +1,190 @@
+"""Local endpoint: latency and throughput over HTTP beside bare `model.predict`, and capture
+completeness under concurrency.
+
+The endpoint runs as the background process `mlops endpoint` starts, in a private state
+directory; clients keep their connections open, as SageMaker's front end does.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import joblib
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+from threadpoolctl import threadpool_limits
+
+from mlops import config
+from mlops.endpoint import process
+from mlops.endpoint.capture import destination_uri
+from mlops.store import LocalStore
+
+ONE_ROW_REQUESTS = 200
+CONCURRENT_CLIENTS = 16
+REQUESTS_PER_CLIENT = 25
+BATCH_ROWS = 1000
+BATCH_REQUESTS = 10
+
+
+def _fit_model(model_dir: Path) -> Path:
+    """The project's model kind (one-hot + HistGradientBoosting with mlops.toml's settings)."""
+    cfg = config.load()
+    data = pd.read_csv(cfg.data_file)
+    encode = ColumnTransformer(
+        [("categories", OneHotEncoder(handle_unknown="ignore"), cfg.categorical)],
+        remainder="passthrough",
+    )
+    regress = HistGradientBoostingRegressor(random_state=cfg.seed, **cfg.hyperparameters)
+    pipeline = Pipeline([("encode", encode), ("regress", regress)])
+    pipeline.fit(data[cfg.feature_names], data[cfg.target])
+    (model_dir / "code").mkdir(parents=True)
+    joblib.dump(pipeline, model_dir / "model.joblib")
+    (model_dir / "schema.json").write_text(json.dumps(cfg.schema()))
+    script = config.ROOT / "model_build" / "scripts" / "inference.py"
+    (model_dir / "code" / "inference.py").write_text(script.read_text())
+    return model_dir
+
+
+@contextmanager
+def _private_state():
+    previous = os.environ.get("MLOPS_HOME")
+    with tempfile.TemporaryDirectory(prefix="mlops-bench-") as home:
+        os.environ["MLOPS_HOME"] = home
+        try:
+            yield Path(home)
+        finally:
+            if previous is None:
+                os.environ.pop("MLOPS_HOME", None)
+            else:
+                os.environ["MLOPS_HOME"] = previous
+
+
+def _timings(port: int, body: bytes, count: int) -> list[float]:
+    """Milliseconds per request over one kept-alive connection."""
+    connection = http.client.HTTPConnection("127.0.0.1", port)
+    headers = {"Content-Type": "text/csv", "Accept": "text/csv"}
+    timings = []
+    for _ in range(count):
+        started = time.perf_counter()
+        connection.request("POST", "/invocations", body, headers)
+        reply = connection.getresponse()
+        reply.read()
+        timings.append((time.perf_counter() - started) * 1000)
+        if reply.status != 200:
+            raise RuntimeError(f"endpoint answered {reply.status}")
+    connection.close()
+    return timings
+
+
+def _bare(model, frame: pd.DataFrame, count: int) -> list[float]:
+    """Milliseconds per predict call, one OpenMP thread like the endpoint process."""
+    timings = []
+    with threadpool_limits(1):
+        for _ in range(count):
+            started = time.perf_counter()
+            model.predict(frame)
+            timings.append((time.perf_counter() - started) * 1000)
+    return timings
+
+
+def _quantile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def _latency_row(case: str, served: list[float], bare: list[float]) -> dict:
+    return {
+        "benchmark": f"endpoint {case}",
+        "p50_ms": round(_quantile(served, 50), 2),
+        "p99_ms": round(_quantile(served, 99), 2),
+        "bare_predict_p50_ms": round(_quantile(bare, 50), 2),
+        "bare_predict_p99_ms": round(_quantile(bare, 99), 2),
+        "overhead_p50_ms": round(_quantile(served, 50) - _quantile(bare, 50), 2),
+    }
+
+
+def run(model_dir: Path | None = None) -> list[dict]:
+    cfg = config.load()
+    data = pd.read_csv(cfg.data_file)
+    features = data[cfg.feature_names]
+    one_row = features.iloc[:1].to_csv(header=False, index=False).encode()
+    batch = pd.concat([features] * (BATCH_ROWS // len(features) + 1)).iloc[:BATCH_ROWS]
+    batch_body = batch.to_csv(header=False, index=False).encode()
+    with _private_state(), tempfile.TemporaryDirectory() as scratch:
+        model_dir = Path(model_dir) if model_dir else _fit_model(Path(scratch) / "model")
+        model = joblib.load(model_dir / "model.joblib")
+        capture = destination_uri("mlops-local", cfg.project, "bench", 1)
+        endpoint = process.start("bench", model_dir, capture)
+        try:
+            port = endpoint["port"]
+            _timings(port, one_row, 20)  # warm up
+            rows = [
+                _latency_row(
+                    "1-row csv, 1 client",
+                    _timings(port, one_row, ONE_ROW_REQUESTS),
+                    _bare(model, features.iloc[:1], ONE_ROW_REQUESTS),
+                )
+            ]
+            captured_before = _captured(capture)
+            started = time.perf_counter()
+            with ThreadPoolExecutor(CONCURRENT_CLIENTS) as pool:
+                per_client = pool.map(
+                    lambda _: _timings(port, one_row, REQUESTS_PER_CLIENT),
+                    range(CONCURRENT_CLIENTS),
+                )
+                concurrent = [t for timings in per_client for t in timings]
+            elapsed = time.perf_counter() - started
+            # Latency at 16 clients includes queueing for 2 cores; throughput is the measure.
+            bare_p50 = _quantile(_bare(model, features.iloc[:1], ONE_ROW_REQUESTS), 50)
+            row = {
+                "benchmark": f"endpoint 1-row csv, {CONCURRENT_CLIENTS} clients",
+                "p50_ms": round(_quantile(concurrent, 50), 2),
+                "p99_ms": round(_quantile(concurrent, 99), 2),
+                "requests_per_s": round(len(concurrent) / elapsed),
+                "bare_predict_per_s_one_thread": round(1000 / bare_p50),
+            }
+            rows.append(row)
+            rows.append(
+                {
+                    "benchmark": f"endpoint capture under {CONCURRENT_CLIENTS} clients",
+                    "requests_sent": len(concurrent),
+                    "records_captured": _captured(capture) - captured_before,
+                }
+            )
+            served = _timings(port, batch_body, BATCH_REQUESTS)
+            bare = _bare(model, batch, BATCH_REQUESTS)
+            rows.append(
+                {
+                    "benchmark": f"endpoint {BATCH_ROWS}-row csv batches",
+                    "rows_per_s": round(BATCH_ROWS / (statistics.median(served) / 1000)),
+                    "bare_predict_rows_per_s": round(BATCH_ROWS / (statistics.median(bare) / 1000)),
+                    "p50_ms": round(statistics.median(served), 2),
+                    "bare_predict_p50_ms": round(statistics.median(bare), 2),
+                }
+            )
+        finally:
+            process.stop("bench")
+    for row in rows:
+        print("  ".join(f"{key}={value}" for key, value in row.items()))
+    return rows
+
+
+def _captured(capture_uri: str) -> int:
+    folder = LocalStore().path(capture_uri)
+    return sum(
+        1 for path in folder.rglob("*.jsonl") for line in path.read_text().splitlines() if line
+    )
+
+
+if __name__ == "__main__":
+    run()

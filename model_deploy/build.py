@@ -1,0 +1,278 @@
+"""Deploy build: the newest approved model package -> CloudFormation inputs for each stage.
+
+Runs in the deploy CodeBuild stage (`make deploy-build`) and locally. It writes, into one
+output directory, `template-export.yml` (the endpoint template) and `<stage>-config.json` per
+stage in CodePipeline's TemplateConfiguration format: the stage's config file merged with the
+chosen package (ARN, version, model data, drift baselines) and the project's names. Nothing is
+written unless every file can be.
+
+The sagemaker client is injected: a boto3 client, or `mlops.registry.LocalRegistry`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from mlops import targets
+from mlops.config import Config, ConfigError
+from mlops.config import load as load_config
+from mlops.store import content_hash
+from mlops.targets import Target, TargetError
+
+HERE = Path(__file__).resolve().parent
+TEMPLATE = HERE.parent / "cloudformation" / "endpoint.yml"
+STAGES = ("staging", "prod")
+MONITOR_CODE = HERE / "monitoring"
+# The endpoint template copies the baselines to fixed local names (docs/contracts.md).
+BASELINE_FILES = {"BaselineStatisticsUri": "statistics.json",
+                  "BaselineConstraintsUri": "constraints.json"}
+
+
+class BuildError(ValueError):
+    """The deploy build cannot produce stage configurations; the message says why."""
+
+
+@dataclass(frozen=True)
+class Names:
+    """Project-level names every stage's stack needs."""
+
+    project: str
+    bucket: str
+    role_arn: str
+    retrain_pipeline: str = ""
+    drift_check_code_uri: str = ""
+    drift_check_image_uri: str = ""
+    monitor_image_uri: str = ""
+
+    def parameters(self) -> dict[str, str]:
+        return {
+            "ProjectName": self.project,
+            "ArtifactBucket": self.bucket,
+            "ExecutionRoleArn": self.role_arn,
+            "RetrainPipelineName": self.retrain_pipeline,
+            "DriftCheckCodeUri": self.drift_check_code_uri,
+            "DriftCheckImageUri": self.drift_check_image_uri,
+            "MonitorImageUri": self.monitor_image_uri,
+        }
+
+
+# ---------------------------------------------------------------------------- registry
+
+
+def newest_approved_package(client, group: str, page_size: int = 100) -> dict:
+    """Describe the approved package created last in `group` (newest, not last approved)."""
+    summaries, token = [], None
+    while True:
+        request = {"ModelPackageGroupName": group, "ModelApprovalStatus": "Approved",
+                   "SortBy": "CreationTime", "SortOrder": "Descending",
+                   "MaxResults": page_size}
+        if token:
+            request["NextToken"] = token
+        page = client.list_model_packages(**request)
+        summaries += page.get("ModelPackageSummaryList", [])
+        token = page.get("NextToken")
+        if not token:
+            break
+    if not summaries:
+        raise BuildError(f"no approved model package in group '{group}': approve one first")
+    # Pages can be empty before the last one, so rank all rather than trusting the first row.
+    newest = max(summaries, key=lambda s: (s["CreationTime"], s["ModelPackageVersion"]))
+    return client.describe_model_package(ModelPackageName=newest["ModelPackageArn"])
+
+
+def package_parameters(package: dict) -> dict[str, str]:
+    """The stack parameters that come from the chosen package."""
+    containers = package.get("InferenceSpecification", {}).get("Containers", [{}])
+    quality = package.get("DriftCheckBaselines", {}).get("ModelDataQuality", {})
+    return {
+        "ModelPackageArn": package["ModelPackageArn"],
+        "ModelVersion": str(package["ModelPackageVersion"]),
+        "ModelDataUrl": containers[0].get("ModelDataUrl", ""),
+        "BaselineStatisticsUri": quality.get("Statistics", {}).get("S3Uri", ""),
+        "BaselineConstraintsUri": quality.get("Constraints", {}).get("S3Uri", ""),
+    }
+
+
+# ---------------------------------------------------------------------------- stage configs
+
+
+def template_parameters(template: Path = TEMPLATE) -> dict[str, dict]:
+    """The template's Parameters section (CloudFormation tags such as !Ref read as plain)."""
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, tag, node: None)
+    return yaml.load(template.read_text(), Loader=Loader)["Parameters"]
+
+
+def read_stage_config(path: Path) -> dict:
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BuildError(f"stage config not found: {path}") from None
+    except json.JSONDecodeError as err:
+        raise BuildError(f"{path.name} is not valid JSON: {err}") from None
+    if not isinstance(config.get("Parameters"), dict):
+        raise BuildError(f"{path.name} needs a \"Parameters\" object")
+    unknown = set(config) - {"Parameters", "Tags", "StackPolicy"}
+    if unknown:
+        raise BuildError(f"{path.name} has unknown keys {sorted(unknown)}")
+    return config
+
+
+def stage_configuration(stage: str, config: dict, package: dict, names: Names,
+                        declared: dict[str, dict], source: str) -> dict:
+    """One stage's TemplateConfiguration: the stage file, then the package and project names."""
+    parameters = {key: str(value) for key, value in config["Parameters"].items()}
+    parameters.update(names.parameters())
+    parameters.update(package_parameters(package))
+    parameters["StageName"] = stage
+    check_parameters(parameters, declared, package, source)
+    tags = {
+        **{key: str(value) for key, value in config.get("Tags", {}).items()},
+        "mlops:project": names.project,
+        "mlops:stage": stage,
+        "mlops:model-package": f"{package['ModelPackageGroupName']}/{parameters['ModelVersion']}",
+    }
+    result = {"Parameters": parameters, "Tags": tags}
+    if "StackPolicy" in config:
+        result["StackPolicy"] = config["StackPolicy"]
+    return result
+
+
+def check_parameters(parameters: dict[str, str], declared: dict[str, dict], package: dict,
+                     source: str) -> None:
+    """Refuse what CloudFormation would refuse later, or a stack that cannot monitor."""
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise BuildError(f"{source}: parameters {unknown} are not in {TEMPLATE.name}")
+    # An empty baseline is legal without monitoring; the monitoring check below covers it.
+    missing = sorted(k for k, spec in declared.items() if "Default" not in spec
+                     and not parameters.get(k) and k not in BASELINE_FILES)
+    if missing:
+        raise BuildError(f"{source}: parameters {missing} need a value")
+    for key in ("InitialInstanceCount", "MinCapacity", "MaxCapacity"):
+        if key in parameters and not parameters[key].isdigit():
+            raise BuildError(f"{source}: {key} must be a whole number, not {parameters[key]!r}")
+    if int(parameters.get("MinCapacity", 1)) > int(parameters.get("MaxCapacity", 2)):
+        raise BuildError(f"{source}: MinCapacity is above MaxCapacity")
+    if parameters["StageName"] == "prod" and int(parameters.get("MinCapacity", 1)) < 2:
+        raise BuildError(f"{source}: prod needs MinCapacity >= 2 so instances span two AZs")
+    mode = parameters.get("MonitoringMode", declared["MonitoringMode"]["Default"])
+    if mode == "None":
+        return
+    arn = package["ModelPackageArn"]
+    for key, filename in BASELINE_FILES.items():
+        uri = parameters[key]
+        if not uri:
+            raise BuildError(f"{source}: MonitoringMode {mode} needs a drift baseline, and "
+                             f"package {arn} has no DriftCheckBaselines.ModelDataQuality")
+        if not uri.endswith("/" + filename):
+            raise BuildError(f"package {arn}: baseline {uri} is not named {filename}")
+    needs = {"Pipeline": ("DriftCheckCodeUri", "DriftCheckImageUri"),
+             "ModelMonitor": ("MonitorImageUri", "DriftAlarmFeature")}[mode]
+    empty = [key for key in needs if not parameters.get(key)]
+    if empty:
+        raise BuildError(f"{source}: MonitoringMode {mode} needs {empty}")
+
+
+# ---------------------------------------------------------------------------- build
+
+
+def build(client, group: str, names: Names, output_dir: Path,
+          config_dir: Path = HERE, page_size: int = 100) -> dict:
+    """Write the template and every stage's configuration; return the chosen package."""
+    package = newest_approved_package(client, group, page_size)
+    declared = template_parameters()
+    documents = {}
+    for stage in STAGES:
+        path = Path(config_dir) / f"{stage}-config.json"
+        config = read_stage_config(path)
+        documents[path.name] = stage_configuration(stage, config, package, names, declared,
+                                                   path.name)
+    publish(documents, Path(output_dir))
+    return package
+
+
+def publish(documents: dict[str, dict], output_dir: Path) -> None:
+    """Write everything beside the output directory first, then move it into place."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=".deploy-build-") as tmp:
+        staging = Path(tmp)
+        shutil.copyfile(TEMPLATE, staging / "template-export.yml")
+        for name, document in documents.items():
+            (staging / name).write_text(json.dumps(document, indent=2) + "\n")
+        output_dir.mkdir(exist_ok=True)
+        for item in staging.iterdir():
+            item.replace(output_dir / item.name)
+
+
+# ---------------------------------------------------------------------------- CLI (AWS)
+
+
+def upload_monitor_code(target: Target, project: str) -> str:
+    """Upload the drift check and its helpers under a content-addressed prefix."""
+    files = sorted(MONITOR_CODE.glob("*.py"))
+    prefix = f"s3://{target.bucket}/{project}/code/drift-check/{content_hash(*files)}"
+    for path in files:
+        target.upload(path, f"{prefix}/{path.name}")
+    return f"{prefix}/"
+
+
+def project_names(config: Config, target: Target) -> Names:
+    """The names every stage's stack needs, with the drift check code in the target's store."""
+    sklearn_image, monitor_image = processing_images(
+        target.region, config.aws.get("sklearn_framework_version", "1.4-2"))
+    return Names(
+        project=config.project, bucket=target.bucket, role_arn=target.role,
+        retrain_pipeline=config.pipeline_name,
+        drift_check_code_uri=upload_monitor_code(target, config.project),
+        drift_check_image_uri=sklearn_image, monitor_image_uri=monitor_image,
+    )
+
+
+def processing_images(region: str, framework_version: str) -> tuple[str, str]:
+    """The scikit-learn and Model Monitor images of the region (the SDK's tables, no call)."""
+    from sagemaker.core import image_uris  # slow to import: only the CLI needs it
+
+    sklearn = image_uris.retrieve("sklearn", region=region, version=framework_version,
+                                  instance_type="ml.m5.large")
+    return sklearn, image_uris.retrieve("model-monitor", region=region)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output-dir", type=Path, default=Path("build/deploy"))
+    parser.add_argument("--config-dir", type=Path, default=HERE)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import boto3  # the AWS target is the only place a real client is made
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    args = parse_args(argv)
+    try:
+        config = load_config()
+        target = targets.aws(config)
+        names = project_names(config, target)
+        package = build(boto3.client("sagemaker", region_name=target.region),
+                        config.model_package_group, names, args.output_dir, args.config_dir)
+    except (BuildError, ConfigError, TargetError, BotoCoreError, ClientError) as err:
+        print(f"deploy build failed: {err}", file=sys.stderr)
+        return 1
+    print(f"deploy build: {package['ModelPackageArn']} -> {args.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""The local endpoint over real HTTP on 127.0.0.1: contract, refusals, data capture, the
+background process, and the staging gate run against it."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+import pandas as pd
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
+
+from mlops.endpoint import EndpointError, invoke, process, start, status, stop
+from mlops.endpoint.capture import destination_uri
+from mlops.store import LocalStore
+from model_deploy import endpoint_test as gate
+
+CSV, JSON = "text/csv", "application/json"
+DESTINATION = destination_uri("mlops-local", "abalone", "staging", 3)
+
+
+@pytest.fixture
+def frame(fitted) -> pd.DataFrame:
+    return pd.read_csv(fitted[1])
+
+
+def csv_rows(frame: pd.DataFrame, n: int) -> bytes:
+    return frame.iloc[:n, :-1].to_csv(header=False, index=False).encode()
+
+
+def captured(state: Path) -> list[tuple[Path, dict]]:
+    base = LocalStore(state / "s3").path(DESTINATION)
+    return [
+        (path, json.loads(line))
+        for path in sorted(base.rglob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+
+
+def test_ping_and_every_content_type(serve, frame):
+    server = serve()
+    with urllib.request.urlopen(f"{server.url}/ping") as reply:
+        assert reply.status == 200
+    body = csv_rows(frame, 5)
+    status_code, csv_answer = process.post(server.url, body, CSV, CSV)
+    assert status_code == 200
+    predictions = [float(v) for v in csv_answer.decode().splitlines()]
+    assert len(predictions) == 5
+    lists = json.dumps({"instances": frame.iloc[:5, :-1].values.tolist()}).encode()
+    objects = json.dumps({"instances": frame.iloc[:5, :-1].to_dict(orient="records")}).encode()
+    for request, content_type, accept in [
+        (body, CSV, JSON),
+        (lists, JSON, JSON),
+        (objects, JSON, None),  # no Accept: answered in the request's type
+        (body, CSV, "*/*"),
+    ]:
+        status_code, answer = process.post(server.url, request, content_type, accept)
+        assert status_code == 200
+        answered = json.loads(answer)["predictions"] if accept != "*/*" else answer.decode()
+        if accept == "*/*":
+            answered = [float(v) for v in answered.splitlines()]
+        assert answered == pytest.approx(predictions)
+
+
+def test_bad_requests_get_4xx_naming_the_problem_and_nothing_is_captured(serve, frame, state):
+    server = serve(DESTINATION)
+    row = [str(v) for v in frame.iloc[0, :-1]]
+    line = (",".join(row) + "\n").encode()
+    cases = [
+        (b"", CSV, CSV, 400, "empty"),
+        (",".join(row[:-1]).encode(), CSV, CSV, 400, "expected 8 columns"),
+        (",".join(["M", "abc", *row[2:]]).encode(), CSV, CSV, 400, "'length'"),
+        (",".join(["M", "inf", *row[2:]]).encode(), CSV, CSV, 400, "'length'"),
+        (",".join(["Q", *row[1:]]).encode(), CSV, CSV, 400, "unknown category 'Q'"),
+        (b'{"instances": [', JSON, JSON, 400, "malformed JSON"),
+        (",".join(row).encode(), "text/plain", CSV, 415, "text/plain"),
+        (",".join(row).encode(), CSV, "application/xml", 406, "application/xml"),
+        (line * (6 * 2**20 // len(line) + 1), CSV, CSV, 413, "limit"),
+    ]
+    for body, content_type, accept, expected_status, words in cases:
+        status_code, answer = process.post(server.url, body, content_type, accept)
+        assert status_code == expected_status, answer
+        assert words in json.loads(answer)["message"]
+        assert process.post(server.url, ",".join(row).encode(), CSV, CSV)[0] == 200
+    records = captured(state)
+    assert len(records) == len(cases)  # the valid request after each bad one, and only those
+    assert {record["captureData"]["endpointInput"]["data"] for _, record in records} == {
+        ",".join(row)
+    }
+
+
+def test_capture_records_follow_the_contract(serve, frame, state):
+    server = serve(DESTINATION)
+    csv_body = csv_rows(frame, 3)
+    json_body = json.dumps({"instances": frame.iloc[:2, :-1].values.tolist()}).encode()
+    answers = [
+        process.post(server.url, csv_body, CSV, CSV)[1],
+        process.post(server.url, json_body, JSON, CSV)[1],
+    ]
+    records = captured(state)
+    assert len(records) == 2
+    layout = re.compile(
+        r".*/abalone/datacapture/staging/v3/abalone-test/AllTraffic/"
+        r"\d{4}/\d{2}/\d{2}/\d{2}/[^/]+\.jsonl$"
+    )
+    sent = [(csv_body, CSV, "CSV"), (json_body, JSON, "JSON")]
+    for (path, record), (body, content_type, encoding), answer in zip(
+        records, sent, answers, strict=True
+    ):
+        assert layout.match(path.as_posix()), path
+        assert set(record) == {"captureData", "eventMetadata", "eventVersion"}
+        assert record["eventVersion"] == "0"
+        assert record["captureData"]["endpointInput"] == {
+            "observedContentType": content_type,
+            "mode": "INPUT",
+            "data": body.decode(),
+            "encoding": encoding,
+        }
+        assert record["captureData"]["endpointOutput"] == {
+            "observedContentType": CSV,
+            "mode": "OUTPUT",
+            "data": answer.decode(),
+            "encoding": "CSV",
+        }
+        assert re.fullmatch(
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["eventMetadata"]["inferenceTime"]
+        )
+        assert len(record["eventMetadata"]["eventId"]) == 36
+
+
+def test_capture_is_lossless_under_16_concurrent_clients(serve, frame, state):
+    server = serve(DESTINATION)
+    bodies = [csv_rows(frame.iloc[i:], 1) for i in range(16)]
+
+    def client(i: int) -> list[int]:
+        return [process.post(server.url, bodies[i], CSV, CSV)[0] for _ in range(20)]
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = [s for result in pool.map(client, range(16)) for s in result]
+    assert statuses == [200] * 320
+    records = [record for _, record in captured(state)]
+    assert len(records) == 320
+    assert len({r["eventMetadata"]["eventId"] for r in records}) == 320
+    sent = sorted(b.decode() for b in bodies for _ in range(20))
+    assert sorted(r["captureData"]["endpointInput"]["data"] for r in records) == sent
+
+
+def test_sampling_zero_captures_nothing(serve, frame, state):
+    server = serve(DESTINATION, sampling=0)
+    assert process.post(server.url, csv_rows(frame, 1), CSV, CSV)[0] == 200
+    assert captured(state) == []
+
+
+def test_gate_passes_a_good_endpoint_and_fails_a_tight_bound(serve, fitted):
+    server = serve()
+    data = gate.parse_test_csv(Path(fitted[1]).read_text(), limit=200)
+    transport = gate.HttpTransport(server.url)
+    bound = gate.rmse_bound(None, fitted[2])
+    result = gate.run_checks(transport, data, bound, latency_requests=10)
+    assert result.passed, [c for c in result.checks if not c.passed]
+    names = [check.name for check in result.checks]
+    assert "refuses body over 6 MB" in names and "refuses unknown category" in names
+    strict = gate.run_checks(transport, data, rmse_bound(0.5), latency_requests=10)
+    assert [c.name for c in strict.checks if not c.passed] == ["rmse"]
+
+
+def rmse_bound(cap: float) -> float:
+    return gate.rmse_bound(cap, None)
+
+
+def test_gate_through_the_boto3_transport(fitted):
+    """The AWS transport, with botocore's stubber standing in for the service only."""
+    client = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    transport = gate.SageMakerTransport(client, "abalone-staging")
+    request = {"EndpointName": "abalone-staging", "Body": b"M,1", "ContentType": CSV, "Accept": CSV}
+    with Stubber(client) as stub:
+        stub.add_response(
+            "invoke_endpoint", {"Body": StreamingBody(io.BytesIO(b"9.5\n"), 4)}, request
+        )
+        stub.add_client_error(
+            "invoke_endpoint",
+            service_error_code="ModelError",
+            service_message="Received client error (400)",
+            http_status_code=424,
+            modeled_fields={"OriginalStatusCode": 400, "OriginalMessage": "row 1: expected 8"},
+        )
+        stub.add_client_error("invoke_endpoint", "ValidationError", "body too large", 400)
+        stub.add_client_error("invoke_endpoint", "ServiceUnavailable", "busy", 503)
+        assert gate.parse_predictions(transport.invoke(b"M,1", CSV, CSV), CSV, 1) == [9.5]
+        model_error = transport.invoke(b"M,1", CSV, CSV)
+        assert (model_error.status, model_error.refused) == (400, True)
+        assert b"row 1: expected 8" in model_error.body
+        assert transport.invoke(b"x" * 10, CSV, CSV).refused
+        unavailable = transport.invoke(b"M,1", CSV, CSV)
+        assert (unavailable.status, unavailable.refused) == (503, False)
+
+
+@pytest.fixture
+def staging(state):
+    """Makes sure no background endpoint outlives a failing test."""
+    yield "staging"
+    record = state / "endpoints" / "staging.json"
+    if record.exists():
+        stop("staging")
+
+
+def test_background_process_start_replace_stop_and_gate_cli(fitted, staging, state, frame, capsys):
+    model_dir, test_csv, rmse = fitted
+    first = start("staging", model_dir, DESTINATION, model_info={"version": 3})
+    assert status("staging")["pid"] == first["pid"]
+    code, answer = invoke("staging", csv_rows(frame, 2), CSV, CSV)
+    assert code == 200 and len(answer.decode().splitlines()) == 2
+
+    second = start("staging", model_dir, DESTINATION, model_info={"version": 3})
+    assert second["pid"] != first["pid"]
+    assert not process._alive(first["pid"])
+    record = json.loads((state / "endpoints" / "staging.json").read_text())
+    assert record["url"] == second["url"] and record["model_info"] == {"version": 3}
+    assert invoke("staging", csv_rows(frame, 1), CSV, CSV)[0] == 200
+
+    args = ["--stage", "staging", "--test-data", str(test_csv)]
+    evaluation = "s3://mlops-local/abalone/evaluation/evaluation.json"
+    report = {"regression_metrics": {"rmse": {"value": rmse, "standard_deviation": "NaN"}}}
+    LocalStore().put_bytes(evaluation, json.dumps(report).encode())
+    assert gate.main([*args, "--evaluation", evaluation]) == 0
+    assert gate.main([*args, "--max-rmse", "0.5"]) == 1
+    assert "FAIL  rmse" in capsys.readouterr().out
+
+    stop("staging")
+    assert not process._alive(second["pid"])
+    assert not (state / "endpoints" / "staging.json").exists()
+    with pytest.raises(EndpointError, match="no local endpoint is running for stage 'staging'"):
+        status("staging")
+    assert gate.main(args + ["--max-rmse", "3"]) == 2
+    assert len(captured(state)) >= 3
+
+
+def test_start_refuses_a_directory_without_a_model(tmp_path, state):
+    with pytest.raises(EndpointError, match="no model.joblib"):
+        start("staging", tmp_path)

@@ -1,0 +1,243 @@
+"""model_deploy/build.py against a moto SageMaker registry and the local SQLite registry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from mlops.config import load as load_config
+from mlops.registry import LocalRegistry
+from model_deploy import build
+
+REGION = "us-east-1"
+NAMES = build.Names(
+    project="abalone", bucket="mlops-test", role_arn="arn:aws:iam::123456789012:role/mlops",
+    retrain_pipeline="abalone-train", drift_check_code_uri="s3://mlops-test/abalone/code/dc/",
+    drift_check_image_uri="sklearn-image", monitor_image_uri="monitor-image",
+)
+
+
+@pytest.fixture(scope="module")
+def moto_sagemaker():
+    with pytest.MonkeyPatch.context() as env:
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            env.setenv(key, "testing")
+        env.setenv("AWS_DEFAULT_REGION", REGION)
+        with mock_aws():
+            yield boto3.client("sagemaker", region_name=REGION)
+
+
+@pytest.fixture(params=["moto", "local"])
+def registry(request, tmp_path):
+    if request.param == "moto":
+        return request.getfixturevalue("moto_sagemaker")
+    return LocalRegistry(tmp_path / "registry.db", region=REGION)
+
+
+class Recorder:
+    """Passes calls through to a registry and counts the list calls (to see pagination)."""
+
+    def __init__(self, client):
+        self.client, self.list_calls = client, 0
+
+    def list_model_packages(self, **request):
+        self.list_calls += 1
+        return self.client.list_model_packages(**request)
+
+    def describe_model_package(self, **request):
+        return self.client.describe_model_package(**request)
+
+
+def register(client, group: str, count: int, baselines: bool = True) -> list[str]:
+    """`count` pending versions of a package, as the training pipeline registers them."""
+    if hasattr(client, "create_model_package_group"):  # the local registry has no groups
+        client.create_model_package_group(ModelPackageGroupName=group)
+    arns = []
+    for version in range(1, count + 1):
+        prefix = f"s3://mlops-test/abalone/{group}/v{version}"
+        request = {
+            "ModelPackageGroupName": group,
+            "ModelApprovalStatus": "PendingManualApproval",
+            "InferenceSpecification": {
+                "Containers": [{"Image": "sklearn-image",
+                                "ModelDataUrl": f"{prefix}/model.tar.gz",
+                                "Environment": {"SAGEMAKER_PROGRAM": "inference.py"}}],
+                "SupportedContentTypes": ["text/csv"],
+                "SupportedResponseMIMETypes": ["text/csv"],
+            },
+        }
+        if baselines:
+            request["DriftCheckBaselines"] = {"ModelDataQuality": {
+                "Statistics": {"ContentType": "application/json",
+                               "S3Uri": f"{prefix}/baseline/statistics.json"},
+                "Constraints": {"ContentType": "application/json",
+                                "S3Uri": f"{prefix}/baseline/constraints.json"},
+            }}
+        arns.append(client.create_model_package(**request)["ModelPackageArn"])
+    return arns
+
+
+def set_status(client, arn: str, status: str) -> None:
+    client.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=status)
+
+
+def test_newest_approved_wins_over_one_approved_later(registry, tmp_path, request):
+    group = f"order-{request.node.callspec.id}"
+    arns = register(registry, group, 7)
+    for version, status in [(5, "Approved"), (3, "Rejected"), (6, "Rejected"),
+                            (1, "Approved"), (2, "Approved")]:  # v1, v2 approved after v5
+        set_status(registry, arns[version - 1], status)
+    recorder = Recorder(registry)
+
+    package = build.build(recorder, group, NAMES, tmp_path / "out", page_size=2)
+
+    assert package["ModelPackageArn"] == arns[4]
+    assert recorder.list_calls == 2  # three approved packages, two per page
+    staging = json.loads((tmp_path / "out" / "staging-config.json").read_text())
+    params = staging["Parameters"]
+    assert params["ModelPackageArn"] == arns[4]
+    assert params["ModelVersion"] == "5"
+    assert params["ModelDataUrl"].endswith(f"{group}/v5/model.tar.gz")
+    assert params["BaselineStatisticsUri"].endswith(f"{group}/v5/baseline/statistics.json")
+    assert params["BaselineConstraintsUri"].endswith(f"{group}/v5/baseline/constraints.json")
+    assert staging["Tags"]["mlops:model-package"] == f"{group}/5"
+
+
+def test_outputs_merge_stage_files_with_package_and_names(registry, tmp_path, request):
+    group = f"merge-{request.node.callspec.id}"
+    (arn,) = register(registry, group, 1)
+    set_status(registry, arn, "Approved")
+
+    build.build(registry, group, NAMES, tmp_path / "out")
+
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "prod-config.json", "staging-config.json", "template-export.yml"]
+    assert (out / "template-export.yml").read_bytes() == build.TEMPLATE.read_bytes()
+    for stage in build.STAGES:
+        written = json.loads((out / f"{stage}-config.json").read_text())
+        source = json.loads((build.HERE / f"{stage}-config.json").read_text())
+        params = written["Parameters"]
+        assert all(isinstance(v, str) for v in params.values())  # CodePipeline wants strings
+        for key, value in source["Parameters"].items():
+            assert params[key] == str(value)
+        assert params["StageName"] == stage
+        assert params["ProjectName"] == "abalone"
+        assert params["ArtifactBucket"] == "mlops-test"
+        assert params["DriftCheckCodeUri"] == NAMES.drift_check_code_uri
+        assert written["Tags"]["mlops:stage"] == stage
+        assert written.get("StackPolicy") == source.get("StackPolicy")
+        assert set(params) <= set(build.template_parameters())
+    prod = json.loads((out / "prod-config.json").read_text())["Parameters"]
+    assert int(prod["MinCapacity"]) >= 2
+    assert prod["DeploymentStrategy"] == "Linear"
+
+
+def test_no_approved_package_fails_and_writes_nothing(registry, tmp_path, request):
+    group = f"none-{request.node.callspec.id}"
+    arns = register(registry, group, 3)
+    set_status(registry, arns[0], "Rejected")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier build")
+
+    with pytest.raises(build.BuildError, match=f"no approved model package in group '{group}'"):
+        build.build(registry, group, NAMES, out)
+
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] + (
+        ["registry.db"] if (tmp_path / "registry.db").exists() else [])
+
+
+@pytest.fixture
+def approved(moto_sagemaker, request):
+    group = f"cfg-{request.node.name}"[:60]
+    (arn,) = register(moto_sagemaker, group, 1)
+    set_status(moto_sagemaker, arn, "Approved")
+    return group
+
+
+def edited_configs(tmp_path, stage: str, **parameters) -> object:
+    """A copy of the stage config files with some parameters replaced (None removes)."""
+    config_dir = tmp_path / "configs"
+    config_dir.mkdir()
+    for name in ("staging-config.json", "prod-config.json"):
+        shutil.copy(build.HERE / name, config_dir / name)
+    path = config_dir / f"{stage}-config.json"
+    config = json.loads(path.read_text())
+    for key, value in parameters.items():
+        if value is None:
+            config["Parameters"].pop(key, None)
+        else:
+            config["Parameters"][key] = value
+    path.write_text(json.dumps(config))
+    return config_dir
+
+
+@pytest.mark.parametrize(("stage", "edit", "message"), [
+    ("staging", {"InstanceCout": "2"}, r"\['InstanceCout'\] are not in endpoint.yml"),
+    ("prod", {"MinCapacity": "1"}, "prod needs MinCapacity >= 2"),
+    ("staging", {"MinCapacity": "3"}, "MinCapacity is above MaxCapacity"),
+    ("staging", {"MonitoringMode": "ModelMonitor"}, r"needs \['DriftAlarmFeature'\]"),
+])
+def test_bad_stage_config_fails_naming_it(moto_sagemaker, approved, tmp_path, stage, edit,
+                                          message):
+    config_dir = edited_configs(tmp_path, stage, **edit)
+    with pytest.raises(build.BuildError, match=message):
+        build.build(moto_sagemaker, approved, NAMES, tmp_path / "out", config_dir)
+    assert not (tmp_path / "out").exists()
+
+
+def test_invalid_json_names_the_file(moto_sagemaker, approved, tmp_path):
+    config_dir = edited_configs(tmp_path, "prod")
+    (config_dir / "prod-config.json").write_text('{"Parameters": {')
+    with pytest.raises(build.BuildError, match="prod-config.json is not valid JSON"):
+        build.build(moto_sagemaker, approved, NAMES, tmp_path / "out", config_dir)
+
+
+def test_monitoring_needs_the_package_baseline(moto_sagemaker, tmp_path):
+    group = "no-baseline"
+    (arn,) = register(moto_sagemaker, group, 1, baselines=False)
+    set_status(moto_sagemaker, arn, "Approved")
+    with pytest.raises(build.BuildError, match=f"package {arn} has no DriftCheckBaselines"):
+        build.build(moto_sagemaker, group, NAMES, tmp_path / "out")
+
+    config_dir = tmp_path / "off"
+    config_dir.mkdir()
+    for stage in build.STAGES:
+        config = json.loads((build.HERE / f"{stage}-config.json").read_text())
+        config["Parameters"]["MonitoringMode"] = "None"
+        (config_dir / f"{stage}-config.json").write_text(json.dumps(config))
+    build.build(moto_sagemaker, group, NAMES, tmp_path / "out", config_dir)
+    params = json.loads((tmp_path / "out" / "prod-config.json").read_text())["Parameters"]
+    assert params["BaselineStatisticsUri"] == params["BaselineConstraintsUri"] == ""
+
+
+def test_main_reports_a_missing_approval_then_builds(moto_sagemaker, tmp_path, monkeypatch,
+                                                     capsys):
+    config = load_config()
+    monkeypatch.setenv("MLOPS_BUCKET", "mlops-main")
+    monkeypatch.setenv("MLOPS_ROLE_ARN", NAMES.role_arn)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="mlops-main")
+    (arn,) = register(moto_sagemaker, config.model_package_group, 1)
+    out = tmp_path / "out"
+
+    assert build.main(["--output-dir", str(out)]) == 1
+    assert config.model_package_group in capsys.readouterr().err
+    assert not out.exists()
+
+    set_status(moto_sagemaker, arn, "Approved")
+    assert build.main(["--output-dir", str(out)]) == 0
+    params = json.loads((out / "staging-config.json").read_text())["Parameters"]
+    assert params["ModelPackageArn"] == arn
+    assert params["RetrainPipelineName"] == config.pipeline_name
+    assert "sagemaker-scikit-learn" in params["DriftCheckImageUri"]
+    assert "model-monitor" in params["MonitorImageUri"]
+    code = params["DriftCheckCodeUri"].removeprefix("s3://mlops-main/")
+    uploaded = {o["Key"] for o in s3.list_objects_v2(Bucket="mlops-main", Prefix=code)["Contents"]}
+    assert code + "drift_check.py" in uploaded

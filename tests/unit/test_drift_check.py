@@ -1,0 +1,312 @@
+"""The drift check on capture files written in the contract's format, and its local runner."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+
+from mlops import monitor
+from mlops.registry import LocalRegistry
+from mlops.store import LocalStore
+from model_build.scripts import baseline
+from model_deploy.monitoring import drift_check
+from model_deploy.monitoring.drift_check import DirectorySource, DriftCheckError, Window
+
+HOUR = datetime(2026, 11, 23, 15, tzinfo=UTC)
+NUMERIC = ["length", "diameter", "height", "whole_weight", "shucked_weight", "viscera_weight",
+           "shell_weight"]
+
+
+@pytest.fixture(scope="module")
+def baseline_files(tmp_path_factory, abalone_split, schema):
+    out = tmp_path_factory.mktemp("baseline")
+    (out / "schema.json").write_text(json.dumps(schema))
+    baseline.run(abalone_split / "train" / "train.csv", out / "schema.json", out)
+    return out / "statistics.json", out / "constraints.json"
+
+
+@pytest.fixture(scope="module")
+def traffic(abalone, schema):
+    """2,000 requests drawn from the abalone rows, as the endpoint receives them."""
+    names = [f["name"] for f in schema["features"]]
+    return abalone[names].sample(2000, replace=True, random_state=7).reset_index(drop=True)
+
+
+def capture_line(body: str, when: datetime, content_type: str = "text/csv") -> str:
+    encoding = "JSON" if "json" in content_type else "CSV"
+    return json.dumps({
+        "captureData": {
+            "endpointInput": {"observedContentType": content_type, "mode": "INPUT",
+                              "data": body, "encoding": encoding},
+            "endpointOutput": {"observedContentType": "text/csv", "mode": "OUTPUT",
+                               "data": "9.5", "encoding": "CSV"},
+        },
+        "eventMetadata": {"eventId": str(uuid.uuid4()),
+                          "inferenceTime": when.strftime("%Y-%m-%dT%H:%M:%S.000Z")},
+        "eventVersion": "0",
+    })
+
+
+def write_capture(version_root, lines: list[str], when: datetime = HOUR, name="part") -> None:
+    folder = version_root / "abalone-staging" / "AllTraffic" / when.strftime("%Y/%m/%d/%H")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def csv_lines(frame: pd.DataFrame, when: datetime = HOUR) -> list[str]:
+    return [capture_line(",".join(map(str, row)), when) for row in frame.itertuples(index=False)]
+
+
+def check(root, baseline_files, **kwargs) -> drift_check.DriftResult:
+    statistics, constraints = baseline_files
+    return drift_check.run(DirectorySource(root), statistics, constraints,
+                           kwargs.pop("output_dir", None), **kwargs)
+
+
+def flagged(result) -> set[tuple[str, str]]:
+    return {(v["feature_name"], v["constraint_check_type"]) for v in result.violations}
+
+
+def test_traffic_like_the_training_data_has_no_violation(tmp_path, baseline_files, traffic):
+    write_capture(tmp_path / "v1", csv_lines(traffic))
+    result = check(tmp_path / "v1", baseline_files, output_dir=tmp_path / "out",
+                   model_version=1)
+    assert result.violations == []
+    assert result.verdict == "no drift"
+    assert result.counts["rows_checked"] == len(traffic)
+    assert all(f.distance < f.threshold for f in result.features)
+    assert json.loads((tmp_path / "out" / "constraint_violations.json").read_text()) == {
+        "violations": []}
+
+
+def test_scaled_numeric_features_drift_and_only_those(tmp_path, baseline_files, traffic):
+    scaled = traffic.copy()
+    scaled[["length", "whole_weight"]] *= 1.5
+    write_capture(tmp_path / "v1", csv_lines(scaled))
+    result = check(tmp_path / "v1", baseline_files, output_dir=tmp_path / "out")
+    assert flagged(result) == {("length", "baseline_drift_check"),
+                               ("whole_weight", "baseline_drift_check")}
+    assert result.verdict == "drift"
+    written = json.loads((tmp_path / "out" / "constraint_violations.json").read_text())
+    drift = next(v for v in written["violations"] if v["feature_name"] == "length")
+    metrics = {f["name"]: f for f in
+               json.loads((tmp_path / "out" / "drift_metrics.json").read_text())["features"]}
+    assert drift["description"] == (f"Baseline drift distance: {metrics['length']['distance']}"
+                                    f" exceeds threshold: {metrics['length']['threshold']}")
+    assert metrics["length"]["distance"] > 0.3 > metrics["diameter"]["distance"]
+
+
+def test_unseen_category_is_a_categorical_values_violation(tmp_path, baseline_files, traffic):
+    changed = traffic.copy()
+    changed.loc[: len(changed) // 4, "sex"] = "U"
+    write_capture(tmp_path / "v1", csv_lines(changed))
+    result = check(tmp_path / "v1", baseline_files)
+    assert ("sex", "categorical_values_check") in flagged(result)
+    assert {feature for feature, _ in flagged(result)} == {"sex"}
+    description = next(v["description"] for v in result.violations
+                       if v["constraint_check_type"] == "categorical_values_check")
+    assert "'U'" in description
+
+
+def test_too_few_records_are_inconclusive_not_no_drift(tmp_path, baseline_files, traffic):
+    write_capture(tmp_path / "v1", csv_lines(traffic.iloc[:40]))
+    result = check(tmp_path / "v1", baseline_files)
+    assert result.verdict == "inconclusive"
+    assert all(f.threshold > f.comparison_threshold for f in result.features)
+    assert {f.verdict for f in result.features} <= {"inconclusive", "drift"}
+
+
+def test_json_instances_are_read_like_csv_rows(tmp_path, baseline_files, traffic):
+    half = len(traffic) // 2
+    lines = csv_lines(traffic.iloc[:half])
+    for start in range(half, len(traffic), 10):  # ten rows per JSON request
+        body = {"instances": traffic.iloc[start:start + 10].to_numpy().tolist()}
+        lines.append(capture_line(json.dumps(body), HOUR, "application/json"))
+    write_capture(tmp_path / "v1", lines)
+    result = check(tmp_path / "v1", baseline_files)
+    assert result.counts["rows_checked"] == len(traffic)
+    assert result.verdict == "no drift"
+
+
+def test_window_selects_by_inference_time_and_hour_folder(tmp_path, baseline_files, traffic):
+    later = HOUR.replace(hour=16)
+    write_capture(tmp_path / "v1", csv_lines(traffic.iloc[:300]), HOUR)
+    write_capture(tmp_path / "v1", csv_lines(traffic.iloc[300:500], later), later)
+    result = check(tmp_path / "v1", baseline_files, window=Window(start=later))
+    assert result.counts["rows_checked"] == 200
+    assert result.counts["files"] == 1
+
+
+def test_empty_window_fails_with_what_was_captured(tmp_path, baseline_files, traffic):
+    write_capture(tmp_path / "v1", csv_lines(traffic.iloc[:50]))
+    window = Window(HOUR.replace(minute=30), HOUR.replace(hour=16))
+    with pytest.raises(DriftCheckError, match=r"no captured records from .* 50 records fall "
+                                              r"outside it"):
+        check(tmp_path / "v1", baseline_files, window=window)
+
+
+def test_capture_of_another_model_version_is_refused(tmp_path, baseline_files, traffic):
+    write_capture(tmp_path / "v1", csv_lines(traffic.iloc[:50]))
+    with pytest.raises(DriftCheckError, match=r"capture exists only for other model versions: "
+                                              r"v1 \(1 files\)"):
+        check(tmp_path / "v2", baseline_files, model_version=2)
+    with pytest.raises(DriftCheckError, match="holds traffic of model version 1, but the "
+                                              "baseline is of model version 2"):
+        check(tmp_path / "v1", baseline_files, model_version=2)
+
+
+def test_truncated_lines_are_counted_and_all_bad_fails(tmp_path, baseline_files, traffic):
+    lines = csv_lines(traffic.iloc[:400])
+    lines[10] = lines[10][: len(lines[10]) // 2]
+    lines[20] = "not json"
+    write_capture(tmp_path / "v1", lines)
+    result = check(tmp_path / "v1", baseline_files)
+    assert result.counts["invalid_lines"] == 2
+    assert result.counts["rows_checked"] == 398
+    write_capture(tmp_path / "v3", [line[:40] for line in lines])
+    with pytest.raises(DriftCheckError, match="all 400 capture lines .* are invalid JSON"):
+        check(tmp_path / "v3", baseline_files)
+
+
+def test_rows_with_wrong_column_count(tmp_path, baseline_files, traffic):
+    lines = csv_lines(traffic.iloc[:400])
+    lines += [capture_line("M,0.5,0.4", HOUR)] * 5 + [capture_line("M," + "0.1," * 8, HOUR)]
+    write_capture(tmp_path / "v1", lines)
+    result = check(tmp_path / "v1", baseline_files)
+    assert result.counts["rows_checked"] == 400
+    kinds = {v["constraint_check_type"]: v for v in result.violations}
+    assert set(kinds) == {"missing_column_check", "extra_column_check"}
+    assert "Number of columns in current dataset: 3" in kinds["missing_column_check"]["description"]
+    write_capture(tmp_path / "v2", [capture_line("M,0.5", HOUR)] * 3)
+    with pytest.raises(DriftCheckError, match="no captured row has the baseline's 8 columns"):
+        check(tmp_path / "v2", baseline_files)
+
+
+def test_missing_values_and_text_in_numeric_columns(tmp_path, baseline_files, traffic):
+    changed = traffic.astype(str)
+    changed.loc[:399, "height"] = ""
+    changed.loc[:599, "diameter"] = "n/a-ish"
+    write_capture(tmp_path / "v1", csv_lines(changed))
+    result = check(tmp_path / "v1", baseline_files)
+    assert {("height", "completeness_check"), ("diameter", "data_type_check")} <= flagged(result)
+
+
+def test_report_and_metric_sink(tmp_path, baseline_files, traffic):
+    scaled = traffic.copy()
+    scaled["height"] *= 1.5
+    write_capture(tmp_path / "v1", csv_lines(scaled))
+    emitted = []
+    result = check(tmp_path / "v1", baseline_files, output_dir=tmp_path / "out",
+                   metrics_sink=emitted.extend)
+    html = result.report_path.read_text()
+    assert html.count("<svg") == 8
+    assert "Baseline drift distance" in html
+    drift = {d["MetricName"]: d["Value"] for d in emitted}
+    height = next(f for f in result.features if f.name == "height")
+    assert drift["feature_baseline_drift_height"] == height.distance
+    assert drift["constraint_violations"] == 1
+
+
+def test_processing_job_entry_point(tmp_path, monkeypatch, baseline_files, traffic):
+    monkeypatch.setenv("MLOPS_OPT_ML", str(tmp_path / "opt_ml"))
+    (tmp_path / "opt_ml" / "output").mkdir(parents=True)
+    write_capture(tmp_path / "v1", csv_lines(traffic.iloc[:300]))
+    statistics, constraints = baseline_files
+    argv = ["--capture-dir", str(tmp_path / "v1"), "--baseline-statistics", str(statistics),
+            "--baseline-constraints", str(constraints), "--output", str(tmp_path / "out"),
+            "--start", "2026-11-23T15:00:00Z", "--feature-names", ",".join(traffic.columns)]
+    assert drift_check.main(argv) == 0
+    metrics = json.loads((tmp_path / "out" / "drift_metrics.json").read_text())
+    assert [f["name"] for f in metrics["features"]] == list(traffic.columns)
+    assert metrics["records"]["rows_checked"] == 300
+    assert drift_check.main([*argv[:-1], "sex,rings"]) == 1
+    message = (tmp_path / "opt_ml" / "output" / "message").read_text()
+    assert message.startswith("features ['rings'] are not in the baseline")
+
+
+# ---------------------------------------------------------------------------- local runner
+
+
+@pytest.fixture
+def deployed(tmp_path, monkeypatch, baseline_files, project_config):
+    """A local state with a registered version 2 and a staging endpoint record serving it."""
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    store, registry = LocalStore(), LocalRegistry()
+    bucket, project = project_config.local["bucket"], project_config.project
+    uris = {}
+    for path in baseline_files:
+        uris[path.stem] = store.put_file(path, f"s3://{bucket}/{project}/baseline/{path.name}")
+    baselines = {"ModelDataQuality": {
+        "Statistics": {"ContentType": "application/json", "S3Uri": uris["statistics"]},
+        "Constraints": {"ContentType": "application/json", "S3Uri": uris["constraints"]}}}
+    for _ in range(2):
+        arn = registry.create_model_package(ModelPackageGroupName="abalone-models",
+                                            DriftCheckBaselines=baselines)["ModelPackageArn"]
+    capture_uri = f"s3://{bucket}/{project}/datacapture/staging/v2"
+    (tmp_path / "endpoints").mkdir()
+    (tmp_path / "endpoints" / "staging.json").write_text(json.dumps({
+        "stage": "staging", "capture_uri": capture_uri,
+        "model_info": {"ModelPackageArn": arn, "ModelPackageVersion": 2}}))
+    return store, capture_uri
+
+
+def test_run_local_checks_the_served_version(deployed, traffic, project_config):
+    store, capture_uri = deployed
+    scaled = traffic.copy()
+    scaled["shell_weight"] *= 1.5
+    write_capture(store.path(capture_uri), csv_lines(scaled))
+    result = monitor.run_local("staging")
+    assert result.model_version == 2
+    assert result.verdict == "drift"
+    drifting = {r.feature for r in result.rows if r.verdict == "drift"}
+    assert drifting == {"shell_weight"}
+    assert result.output_uri.startswith(
+        f"s3://{project_config.local['bucket']}/abalone/monitoring/staging/")
+    assert store.exists(result.output_uri + "/constraint_violations.json")
+    assert result.report_path.is_file()
+    record = json.loads(store.path(result.metrics_uri).read_text())
+    assert {d["MetricName"] for d in record["MetricData"]} >= {
+        "feature_baseline_drift_shell_weight"}
+    table = monitor.format_table(result)
+    assert "shell_weight" in table and "drift" in table and str(result.report_path) in table
+
+
+def test_run_local_explains_missing_endpoint_and_other_version(deployed, traffic):
+    store, capture_uri = deployed
+    with pytest.raises(monitor.MonitorError, match="no endpoint deployed for stage prod"):
+        monitor.run_local("prod")
+    write_capture(store.path(capture_uri.replace("/v2", "/v1")), csv_lines(traffic.iloc[:20]))
+    with pytest.raises(monitor.MonitorError, match="only for other model versions: v1"):
+        monitor.run_local("staging")
+
+
+def test_cloud_job_reads_s3_capture_and_puts_cloudwatch_metrics(monkeypatch, baseline_files,
+                                                                 traffic):
+    boto3 = pytest.importorskip("boto3")
+    moto = pytest.importorskip("moto")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with moto.mock_aws():
+        s3, cloudwatch = boto3.client("s3"), boto3.client("cloudwatch")
+        s3.create_bucket(Bucket="capture")
+        key = "abalone/datacapture/prod/v3/abalone-prod/AllTraffic/2026/11/23/15/part.jsonl"
+        s3.put_object(Bucket="capture", Key=key,
+                      Body="\n".join(csv_lines(traffic.iloc[:500])).encode())
+        statistics, constraints = baseline_files
+        sink = drift_check.cloudwatch_sink(cloudwatch, "mlops/abalone",
+                                           [{"Name": "Endpoint", "Value": "abalone-prod"}])
+        source = drift_check.S3Source(s3, "s3://capture/abalone/datacapture/prod/v3")
+        result = drift_check.run(source, statistics, constraints, None, model_version=3,
+                                 metrics_sink=sink)
+        assert result.counts["rows_checked"] == 500
+        names = {m["MetricName"] for m in
+                 cloudwatch.list_metrics(Namespace="mlops/abalone")["Metrics"]}
+        assert "feature_baseline_drift_height" in names
+        with pytest.raises(DriftCheckError, match=r"other model versions: v3 \(1 files\)"):
+            drift_check.run(drift_check.S3Source(s3, "s3://capture/abalone/datacapture/prod/v4"),
+                            statistics, constraints, None)
