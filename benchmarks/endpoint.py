@@ -70,47 +70,32 @@ def _private_state():
                 os.environ["MLOPS_HOME"] = previous
 
 
-def _timings(port: int, body: bytes, count: int) -> list[float]:
-    """Milliseconds per request over one kept-alive connection."""
+def _timings(port: int, body: bytes, count: int, model=None, frame=None):
+    """Milliseconds per request over one kept-alive connection; with a model, also the
+    milliseconds of a bare predict on the same rows right after each request, so that both
+    see the same load on the machine."""
     connection = http.client.HTTPConnection("127.0.0.1", port)
     headers = {"Content-Type": "text/csv", "Accept": "text/csv"}
-    timings = []
-    for _ in range(count):
-        started = time.perf_counter()
-        connection.request("POST", "/invocations", body, headers)
-        reply = connection.getresponse()
-        reply.read()
-        timings.append((time.perf_counter() - started) * 1000)
-        if reply.status != 200:
-            raise RuntimeError(f"endpoint answered {reply.status}")
-    connection.close()
-    return timings
-
-
-def _bare(model, frame: pd.DataFrame, count: int) -> list[float]:
-    """Milliseconds per predict call, one OpenMP thread like the endpoint process."""
-    timings = []
-    with threadpool_limits(1):
+    served, bare = [], []
+    with threadpool_limits(1):  # one OpenMP thread, as in the endpoint process
         for _ in range(count):
             started = time.perf_counter()
-            model.predict(frame)
-            timings.append((time.perf_counter() - started) * 1000)
-    return timings
+            connection.request("POST", "/invocations", body, headers)
+            reply = connection.getresponse()
+            reply.read()
+            served.append((time.perf_counter() - started) * 1000)
+            if reply.status != 200:
+                raise RuntimeError(f"endpoint answered {reply.status}")
+            if model is not None:
+                started = time.perf_counter()
+                model.predict(frame)
+                bare.append((time.perf_counter() - started) * 1000)
+    connection.close()
+    return served, bare
 
 
 def _quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-
-
-def _latency_row(case: str, served: list[float], bare: list[float]) -> dict:
-    return {
-        "benchmark": f"endpoint {case}",
-        "p50_ms": round(_quantile(served, 50), 2),
-        "p99_ms": round(_quantile(served, 99), 2),
-        "bare_predict_p50_ms": round(_quantile(bare, 50), 2),
-        "bare_predict_p99_ms": round(_quantile(bare, 99), 2),
-        "overhead_p50_ms": round(_quantile(served, 50) - _quantile(bare, 50), 2),
-    }
 
 
 def run(model_dir: Path | None = None) -> list[dict]:
@@ -128,32 +113,38 @@ def run(model_dir: Path | None = None) -> list[dict]:
         try:
             port = endpoint["port"]
             _timings(port, one_row, 20)  # warm up
+            served, bare = _timings(port, one_row, ONE_ROW_REQUESTS, model, features.iloc[:1])
             rows = [
-                _latency_row(
-                    "1-row csv, 1 client",
-                    _timings(port, one_row, ONE_ROW_REQUESTS),
-                    _bare(model, features.iloc[:1], ONE_ROW_REQUESTS),
-                )
+                {
+                    "benchmark": "endpoint 1-row csv, 1 client",
+                    "p50_ms": round(_quantile(served, 50), 2),
+                    "p99_ms": round(_quantile(served, 99), 2),
+                    "bare_predict_p50_ms": round(_quantile(bare, 50), 2),
+                    "bare_predict_p99_ms": round(_quantile(bare, 99), 2),
+                    "overhead_p50_ms": round(
+                        statistics.median(s - b for s, b in zip(served, bare, strict=True)), 2
+                    ),
+                }
             ]
             captured_before = _captured(capture)
             started = time.perf_counter()
             with ThreadPoolExecutor(CONCURRENT_CLIENTS) as pool:
                 per_client = pool.map(
-                    lambda _: _timings(port, one_row, REQUESTS_PER_CLIENT),
+                    lambda _: _timings(port, one_row, REQUESTS_PER_CLIENT)[0],
                     range(CONCURRENT_CLIENTS),
                 )
                 concurrent = [t for timings in per_client for t in timings]
             elapsed = time.perf_counter() - started
-            # Latency at 16 clients includes queueing for 2 cores; throughput is the measure.
-            bare_p50 = _quantile(_bare(model, features.iloc[:1], ONE_ROW_REQUESTS), 50)
-            row = {
-                "benchmark": f"endpoint 1-row csv, {CONCURRENT_CLIENTS} clients",
-                "p50_ms": round(_quantile(concurrent, 50), 2),
-                "p99_ms": round(_quantile(concurrent, 99), 2),
-                "requests_per_s": round(len(concurrent) / elapsed),
-                "bare_predict_per_s_one_thread": round(1000 / bare_p50),
-            }
-            rows.append(row)
+            # Latency at 16 clients includes queueing for the cores; throughput is the measure.
+            rows.append(
+                {
+                    "benchmark": f"endpoint 1-row csv, {CONCURRENT_CLIENTS} clients",
+                    "p50_ms": round(_quantile(concurrent, 50), 2),
+                    "p99_ms": round(_quantile(concurrent, 99), 2),
+                    "requests_per_s": round(len(concurrent) / elapsed),
+                    "bare_predict_per_s_one_thread": round(1000 / statistics.median(bare)),
+                }
+            )
             rows.append(
                 {
                     "benchmark": f"endpoint capture under {CONCURRENT_CLIENTS} clients",
@@ -161,8 +152,7 @@ def run(model_dir: Path | None = None) -> list[dict]:
                     "records_captured": _captured(capture) - captured_before,
                 }
             )
-            served = _timings(port, batch_body, BATCH_REQUESTS)
-            bare = _bare(model, batch, BATCH_REQUESTS)
+            served, bare = _timings(port, batch_body, BATCH_REQUESTS, model, batch)
             rows.append(
                 {
                     "benchmark": f"endpoint {BATCH_ROWS}-row csv batches",

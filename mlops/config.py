@@ -99,6 +99,12 @@ def load(path: Path | None = None) -> Config:
         features.append(Feature(name, kind, values))
     if not features:
         raise ConfigError(f"{path.name}: [data.features] lists no feature")
+    hyperparameters = dict(model.get("hyperparameters", {}))
+    for name, value in hyperparameters.items():
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ConfigError(
+                f"{path.name}: hyperparameter '{name}' = {value!r} must be a number or a string"
+            )
     data_file = Path(_require(data, "file", "data"))
     return Config(
         project=_require(project, "name", "project"),
@@ -110,7 +116,7 @@ def load(path: Path | None = None) -> Config:
         test_fraction=float(data.get("test_fraction", 0.15)),
         metric=model.get("metric", "rmse"),
         threshold=float(_require(model, "threshold", "model")),
-        hyperparameters=dict(model.get("hyperparameters", {})),
+        hyperparameters=hyperparameters,
         aws=dict(raw.get("aws", {})),
         local=dict(raw.get("local", {})),
     )

@@ -21,7 +21,7 @@ SOURCE_TYPES = ("CodeConnections", "CodeCommit")
 WAIT = {"Delay": 10, "MaxAttempts": 360}
 
 
-class InfraError(RuntimeError):
+class InfraError(ValueError):
     """Deploying or destroying the project stack failed; the message says why."""
 
 

@@ -11,18 +11,16 @@ TERMINAL = {"Succeeded", "Failed", "Stopped"}
 
 def upsert(client, name: str, definition: dict, role_arn: str, description: str = "") -> str:
     """Create the pipeline, or update it when it exists; returns its ARN."""
-    body = json.dumps(definition)
-    try:
-        client.describe_pipeline(PipelineName=name)
-    except client.exceptions.ResourceNotFound:
-        return client.create_pipeline(
-            PipelineName=name, PipelineDefinition=body, RoleArn=role_arn,
-            PipelineDescription=description,
-        )["PipelineArn"]
-    return client.update_pipeline(
-        PipelineName=name, PipelineDefinition=body, RoleArn=role_arn,
-        PipelineDescription=description,
-    )["PipelineArn"]
+    request = {"PipelineName": name, "PipelineDefinition": json.dumps(definition),
+               "RoleArn": role_arn, "PipelineDescription": description}
+    if exists(client, name):
+        return client.update_pipeline(**request)["PipelineArn"]
+    return client.create_pipeline(**request)["PipelineArn"]
+
+
+def exists(client, name: str) -> bool:
+    pages = client.get_paginator("list_pipelines").paginate(PipelineNamePrefix=name)
+    return any(p["PipelineName"] == name for page in pages for p in page["PipelineSummaries"])
 
 
 def start(client, name: str, parameters: dict | None = None) -> str:

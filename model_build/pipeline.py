@@ -181,9 +181,7 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
     threshold = ParameterFloat("MetricThreshold", default_value=config.threshold)
     approval = ParameterString("ModelApprovalStatus", default_value="PendingManualApproval")
     hyperparameters = {
-        name: (ParameterInteger if isinstance(value, int) else ParameterFloat)(
-            _parameter_name(name), default_value=value
-        )
+        name: _PARAMETER_TYPES[type(value)](_parameter_name(name), default_value=value)
         for name, value in config.hyperparameters.items()
     }
 
@@ -366,8 +364,12 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
     )
 
 
+_PARAMETER_TYPES = {str: ParameterString, int: ParameterInteger, float: ParameterFloat}
+
+
 def _parameter_name(hyperparameter: str) -> str:
-    return "".join(part.capitalize() for part in hyperparameter.split("_"))
+    """`learning_rate` -> `LearningRate`, `C` -> `C`: pipeline parameters are PascalCase."""
+    return "".join(part[:1].upper() + part[1:] for part in hyperparameter.split("_"))
 
 
 def _input(name, source, destination) -> ProcessingInput:

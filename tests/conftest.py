@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +14,43 @@ import pytest
 
 from mlops import config
 from model_build.scripts import preprocess, train
+
+
+# No test may use real credentials or reach AWS: dummy ones, a fixed region, and no
+# instance-metadata look-ups. moto-based tests add their own mock on top.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_SESSION_TOKEN="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_REGION="us-east-1",
+    AWS_EC2_METADATA_DISABLED="true",
+)
+os.environ.pop("AWS_PROFILE", None)
+
+
+def run_mlops(state: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The `mlops` command line, as a person runs it, against its own state directory."""
+    env = {**os.environ, "MLOPS_HOME": str(state), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "mlops.cli", *args], env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def trained_state(tmp_path_factory) -> Path:
+    """A state directory after one successful `mlops pipeline run` (version 1 registered)."""
+    state = tmp_path_factory.mktemp("trained-state")
+    result = run_mlops(state, "pipeline", "run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return state
+
+
+@pytest.fixture
+def fresh_state(trained_state, tmp_path) -> Path:
+    """A private copy of the trained state, for tests that change the registry or endpoints."""
+    copy = tmp_path / "state"
+    shutil.copytree(trained_state, copy)
+    return copy
 
 
 @pytest.fixture(scope="session")

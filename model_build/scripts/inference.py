@@ -89,8 +89,7 @@ def input_fn(request_body, request_content_type):
     if not request_body or not request_body.strip():
         raise BadRequest("request body is empty; send at least one row")
     if content_type == CSV:
-        rows = [[cell.strip() for cell in row] for row in csv.reader(io.StringIO(request_body))]
-        return Rows([row for row in rows if row])
+        return Rows([row for row in csv.reader(io.StringIO(request_body)) if row])
     return Rows(_json_instances(request_body))
 
 
@@ -168,6 +167,7 @@ def _is_finite_number(cell) -> bool:
 
 
 def _categorical(name: str, cells: list, allowed: tuple[str, ...]) -> list:
+    cells = [cell.strip() if isinstance(cell, str) else cell for cell in cells]
     for number, cell in enumerate(cells, start=1):
         if not isinstance(cell, str) or cell not in allowed:
             raise BadRequest(

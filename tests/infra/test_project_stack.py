@@ -42,6 +42,7 @@ STAR_RESOURCE_ACTIONS = {
     "cloudwatch:PutMetricData",
     "ecr:GetAuthorizationToken",
     "sagemaker:ListModelPackages",
+    "sagemaker:ListPipelines",
     "application-autoscaling:DescribeScalableTargets",
     "application-autoscaling:DescribeScalingPolicies",
     "cloudformation:ValidateTemplate",
@@ -491,6 +492,7 @@ def test_star_resources_are_justified_in_the_template():
 
 
 @pytest.mark.parametrize("role, action, resource", [
+    ("ModelBuildRole", "sagemaker:ListPipelines", f"pipeline/{PROJECT}-train"),
     ("ModelBuildRole", "sagemaker:CreatePipeline", f"pipeline/{PROJECT}-train"),
     ("ModelBuildRole", "sagemaker:UpdatePipeline", f"pipeline/{PROJECT}-train"),
     ("ModelBuildRole", "sagemaker:DescribePipeline", f"pipeline/{PROJECT}-train"),
@@ -543,6 +545,16 @@ def test_pipeline_roles_start_their_own_builds_and_stacks(resolved):
     for role in ("ModelBuildPipelineRole", "ModelDeployPipelineRole"):
         assert allows(resolved, role, "codeconnections:UseConnection",
                       PARAMETERS["ConnectionArn"])
+
+
+def test_build_roles_reach_only_their_part_of_the_data_bucket(resolved):
+    data = f"arn:aws:s3:::{PROJECT}-data-{ACCOUNT}-{REGION}/{PROJECT}"
+    # The deploy build uploads the drift check code; the staging test reads held-out data.
+    assert allows(resolved, "DeployBuildRole", "s3:PutObject", f"{data}/code/drift-check/a/x.py")
+    assert not allows(resolved, "DeployBuildRole", "s3:PutObject", f"{data}/data/raw/x.csv")
+    assert allows(resolved, "StagingTestRole", "s3:GetObject", f"{data}/executions/e1/test.csv")
+    assert not allows(resolved, "StagingTestRole", "s3:PutObject", f"{data}/executions/e1/t.csv")
+    assert allows(resolved, "ModelBuildRole", "s3:PutObject", f"{data}/code/train.py")
 
 
 def test_roles_pass_only_the_roles_their_service_needs(resolved):
@@ -751,6 +763,14 @@ def test_roles_and_rules_exist_in_the_account(moto_stack, resolved):
     patterns = {json.loads(r["EventPattern"])["source"][0]
                 for r in moto_stack["events"].list_rules()["Rules"]}
     assert patterns == {"aws.sagemaker", "aws.s3"}
+
+
+def test_deploy_names_what_cloudformation_refuses(moto_stack, tmp_path):
+    copy_path = tmp_path / "project.json"
+    copy_path.write_text(json.dumps(moto_copy(load())))
+    with pytest.raises(infra.InfraError, match="^other: Missing parameter ConnectionArn"):
+        infra.deploy("other", {"ProjectName": PROJECT}, moto_stack["cloudformation"],
+                     template=copy_path, echo=lambda line: None)
 
 
 def test_destroy_empties_the_buckets_and_deletes_the_stack(moto_stack):

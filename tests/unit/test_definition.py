@@ -118,7 +118,7 @@ def test_parameters_have_defaults(built):
     assert parameters["MetricThreshold"]["DefaultValue"] == config.threshold
     assert parameters["ModelApprovalStatus"]["DefaultValue"] == "PendingManualApproval"
     for hyperparameter, value in config.hyperparameters.items():
-        name = "".join(part.capitalize() for part in hyperparameter.split("_"))
+        name = "".join(part[:1].upper() + part[1:] for part in hyperparameter.split("_"))
         assert parameters[name]["DefaultValue"] == value
 
 
