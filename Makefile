@@ -10,9 +10,22 @@ VERSION ?=
 
 .PHONY: install pipeline definition upsert run-aws test lint bench registry approve reject \
         deploy-build deploy-staging deploy-prod endpoint-test endpoint-status endpoint-stop \
-        monitor clean
+        monitor deploy-infra destroy-infra clean
 
 install: $(STAMP)
+
+# checkov and taskcat pin old libraries (taskcat pulls moto 4 and urllib3 1), so each gets a
+# venv of its own and cannot downgrade the project's.
+CHECKOV := .venv-checkov/bin/checkov
+TASKCAT := .venv-taskcat/bin/taskcat
+
+$(CHECKOV):
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet 'checkov>=3.2,<4'
+
+$(TASKCAT):
+	$(PYTHON) -m venv .venv-taskcat
+	.venv-taskcat/bin/pip install --quiet 'setuptools<82' 'taskcat>=0.9.50,<1'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,12 +45,14 @@ upsert: install
 run-aws: install
 	$(BIN)/mlops pipeline run --target aws --wait
 
-test: install
+test: lint
 	$(BIN)/pytest
 
-lint: install
+lint: install $(CHECKOV) $(TASKCAT)
 	$(BIN)/ruff check .
 	$(BIN)/cfn-lint cloudformation/*.yml
+	$(CHECKOV) -d cloudformation --framework cloudformation --skip-download --compact --quiet
+	$(TASKCAT) lint
 
 registry: install
 	$(BIN)/mlops registry list
@@ -74,6 +89,12 @@ monitor: install
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+deploy-infra: install
+	$(BIN)/mlops infra deploy
+
+destroy-infra: install
+	$(BIN)/mlops infra destroy
 
 clean:
 	rm -rf build .mlops

@@ -8,7 +8,6 @@ directory; clients keep their connections open, as SageMaker's front end does.
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import statistics
 import tempfile
@@ -19,10 +18,6 @@ from pathlib import Path
 
 import joblib
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
 from threadpoolctl import threadpool_limits
 
 from mlops import config
@@ -35,25 +30,6 @@ CONCURRENT_CLIENTS = 16
 REQUESTS_PER_CLIENT = 25
 BATCH_ROWS = 1000
 BATCH_REQUESTS = 10
-
-
-def _fit_model(model_dir: Path) -> Path:
-    """The project's model kind (one-hot + HistGradientBoosting with mlops.toml's settings)."""
-    cfg = config.load()
-    data = pd.read_csv(cfg.data_file)
-    encode = ColumnTransformer(
-        [("categories", OneHotEncoder(handle_unknown="ignore"), cfg.categorical)],
-        remainder="passthrough",
-    )
-    regress = HistGradientBoostingRegressor(random_state=cfg.seed, **cfg.hyperparameters)
-    pipeline = Pipeline([("encode", encode), ("regress", regress)])
-    pipeline.fit(data[cfg.feature_names], data[cfg.target])
-    (model_dir / "code").mkdir(parents=True)
-    joblib.dump(pipeline, model_dir / "model.joblib")
-    (model_dir / "schema.json").write_text(json.dumps(cfg.schema()))
-    script = config.ROOT / "model_build" / "scripts" / "inference.py"
-    (model_dir / "code" / "inference.py").write_text(script.read_text())
-    return model_dir
 
 
 @contextmanager
@@ -98,16 +74,16 @@ def _quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def run(model_dir: Path | None = None) -> list[dict]:
+def run(model_dir: Path) -> list[dict]:
+    """Benchmark the endpoint serving the model in `model_dir` (as the pipeline trained it)."""
     cfg = config.load()
     data = pd.read_csv(cfg.data_file)
     features = data[cfg.feature_names]
     one_row = features.iloc[:1].to_csv(header=False, index=False).encode()
     batch = pd.concat([features] * (BATCH_ROWS // len(features) + 1)).iloc[:BATCH_ROWS]
     batch_body = batch.to_csv(header=False, index=False).encode()
-    with _private_state(), tempfile.TemporaryDirectory() as scratch:
-        model_dir = Path(model_dir) if model_dir else _fit_model(Path(scratch) / "model")
-        model = joblib.load(model_dir / "model.joblib")
+    with _private_state():
+        model = joblib.load(Path(model_dir) / "model.joblib")
         capture = destination_uri("mlops-local", cfg.project, "bench", 1)
         endpoint = process.start("bench", model_dir, capture)
         try:
@@ -177,4 +153,6 @@ def _captured(capture_uri: str) -> int:
 
 
 if __name__ == "__main__":
-    run()
+    import sys
+
+    run(Path(sys.argv[1]))  # a model directory: model.joblib, schema.json, code/inference.py

@@ -273,6 +273,52 @@ def cmd_monitor_run(args) -> int:
     return 0 if result.verdict == "no drift" else 1
 
 
+# infra ------------------------------------------------------------------------------------
+
+def _stack_name(args, config) -> str:
+    return args.stack_name or f"{config.project}-project"
+
+
+def cmd_infra_deploy(args) -> int:
+    from mlops import infra
+
+    config = project_config.load()
+    if not args.repository:
+        raise UsageError("give --repository OWNER/NAME (or set MLOPS_REPOSITORY)")
+    parameters = infra.project_parameters(
+        config, repository=args.repository, connection_arn=args.connection_arn or "",
+        branch=args.branch, source_type=args.source_type)
+    stack = _stack_name(args, config)
+    console.print(f"will create or update stack {stack} from {infra.TEMPLATE.name} with:")
+    for key, value in parameters.items():
+        console.print(f"  {key} = {value}")
+    session = infra.require_credentials()
+    infra.deploy(stack, parameters, session.client("cloudformation"), echo=console.print)
+    return 0
+
+
+def cmd_infra_destroy(args) -> int:
+    from mlops import infra
+
+    stack = _stack_name(args, project_config.load())
+    console.print(f"will empty the buckets of stack {stack} and delete it")
+    session = infra.require_credentials()
+    infra.destroy(stack, session.client("cloudformation"), s3=session.client("s3"),
+                  echo=console.print)
+    return 0
+
+
+def cmd_infra_outputs(args) -> int:
+    from mlops import infra
+
+    session = infra.require_credentials()
+    outputs = infra.stack_outputs(_stack_name(args, project_config.load()),
+                                  session.client("cloudformation"))
+    for key, value in outputs.items():
+        console.print(f"{key} = {value}")
+    return 0
+
+
 # parser -----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -341,6 +387,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", help="window start, ISO 8601 (default: all captured traffic)")
     p.add_argument("--end", help="window end, ISO 8601, exclusive")
     p.set_defaults(func=cmd_monitor_run)
+
+    infra = groups.add_parser("infra", help="the project's CI/CD stack in your AWS account"
+                              ).add_subparsers(dest="command", required=True)
+    p = infra.add_parser("deploy", help="create or update the project stack")
+    p.add_argument("--repository", default=os.environ.get("MLOPS_REPOSITORY"),
+                   help="OWNER/NAME of the source repository (env MLOPS_REPOSITORY)")
+    p.add_argument("--connection-arn", default=os.environ.get("MLOPS_CONNECTION_ARN"),
+                   help="CodeConnections connection ARN (env MLOPS_CONNECTION_ARN)")
+    p.add_argument("--branch", default=os.environ.get("MLOPS_BRANCH", "main"))
+    p.add_argument("--source-type", default="CodeConnections",
+                   choices=("CodeConnections", "CodeCommit"))
+    p.add_argument("--stack-name", help="default: <project>-project")
+    p.set_defaults(func=cmd_infra_deploy)
+    for name, func, text in (("destroy", cmd_infra_destroy, "empty the buckets, delete the stack"),
+                             ("outputs", cmd_infra_outputs, "print the stack's outputs")):
+        p = infra.add_parser(name, help=text)
+        p.add_argument("--stack-name", help="default: <project>-project")
+        p.set_defaults(func=func)
     return parser
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -51,6 +52,7 @@ class Names:
     drift_check_code_uri: str = ""
     drift_check_image_uri: str = ""
     monitor_image_uri: str = ""
+    kms_key_arn: str = ""  # the project's key; empty: the endpoint stack creates its own
 
     def parameters(self) -> dict[str, str]:
         return {
@@ -61,6 +63,7 @@ class Names:
             "DriftCheckCodeUri": self.drift_check_code_uri,
             "DriftCheckImageUri": self.drift_check_image_uri,
             "MonitorImageUri": self.monitor_image_uri,
+            "KmsKeyArn": self.kms_key_arn,
         }
 
 
@@ -237,6 +240,7 @@ def project_names(config: Config, target: Target) -> Names:
         retrain_pipeline=config.pipeline_name,
         drift_check_code_uri=upload_monitor_code(target, config.project),
         drift_check_image_uri=sklearn_image, monitor_image_uri=monitor_image,
+        kms_key_arn=os.environ.get("MLOPS_KMS_KEY_ARN", "") if target.name == "aws" else "",
     )
 
 

@@ -15,7 +15,6 @@ import pytest
 from mlops import config
 from model_build.scripts import preprocess, train
 
-
 # No test may use real credentials or reach AWS: dummy ones, a fixed region, and no
 # instance-metadata look-ups. moto-based tests add their own mock on top.
 os.environ.update(

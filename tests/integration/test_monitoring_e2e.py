@@ -1,0 +1,96 @@
+"""Capture -> monitor, whole: traffic sent over HTTP to the local staging endpoint, then
+`mlops monitor run staging` checks what the endpoint captured against the baseline of the
+model version that served it."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from mlops.endpoint.process import post
+from tests.conftest import run_mlops
+
+ROWS = 600  # enough for a 0.1 distribution distance to stand out from sampling noise
+BATCH = 50
+
+
+@pytest.fixture(scope="module")
+def staging(trained_state, tmp_path_factory):
+    import shutil
+
+    state = tmp_path_factory.mktemp("monitoring") / "state"
+    shutil.copytree(trained_state, state)
+    assert run_mlops(state, "registry", "approve", "1").returncode == 0
+    deployed = run_mlops(state, "deploy", "staging")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    yield state, json.loads((state / "endpoints" / "staging.json").read_text())
+    run_mlops(state, "endpoint", "stop", "staging")
+
+
+def send(url: str, frame) -> None:
+    for start in range(0, len(frame), BATCH):
+        body = frame.iloc[start:start + BATCH].to_csv(header=False, index=False).encode()
+        status, answer = post(url, body, "text/csv", "text/csv")
+        assert status == 200, answer
+
+
+def captured_records(state) -> int:
+    return sum(len(p.read_text().splitlines()) for p in (state / "s3").rglob("*.jsonl"))
+
+
+def verdicts(output: str) -> dict[str, str]:
+    """feature -> verdict of its baseline_drift_check row in the printed table."""
+    rows = {}
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.replace("┃", "│").split("│") if c.strip()]
+        if len(cells) == 5 and cells[1] == "baseline_drift_check":
+            rows[cells[0]] = cells[4]
+    return rows
+
+
+def test_training_like_traffic_shows_no_drift(staging, abalone, project_config):
+    state, endpoint = staging
+    features = project_config.feature_names
+    send(endpoint["url"], abalone[features].sample(ROWS, random_state=1))
+    result = run_mlops(state, "monitor", "run", "staging")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no drift" in result.stdout
+    assert set(verdicts(result.stdout).values()) == {"ok"}
+
+
+def test_scaled_features_drift_and_only_those(staging, abalone, project_config):
+    state, endpoint = staging
+    features = project_config.feature_names
+    start = datetime.now(UTC).isoformat()
+    shifted = abalone[features].sample(ROWS, random_state=2).copy()
+    shifted[["length", "diameter"]] *= 1.5
+    send(endpoint["url"], shifted)
+    result = run_mlops(state, "monitor", "run", "staging", "--start", start)
+    assert result.returncode == 1, result.stdout + result.stderr
+    found = verdicts(result.stdout)
+    assert {name for name, verdict in found.items() if verdict != "ok"} == {"length", "diameter"}
+    report = next(line for line in result.stdout.splitlines() if line.startswith("report:"))
+    assert report
+
+
+def test_unseen_category_is_refused_and_not_captured(staging, abalone, project_config):
+    """The endpoint turns unknown categories away (4xx), so they never reach the capture."""
+    state, endpoint = staging
+    before = captured_records(state)
+    row = abalone[project_config.feature_names].iloc[:1].copy()
+    row["sex"] = "X"
+    status, answer = post(endpoint["url"], row.to_csv(header=False, index=False).encode(),
+                          "text/csv", "text/csv")
+    assert status == 400 and b"unknown category" in answer
+    assert captured_records(state) == before
+
+
+def test_empty_window_is_an_error_not_a_verdict(staging):
+    state, _ = staging
+    result = run_mlops(state, "monitor", "run", "staging", "--start", "2001-01-01T00:00:00Z",
+                       "--end", "2001-01-02T00:00:00Z")
+    assert result.returncode == 2
+    assert "no drift" not in result.stdout
+    assert "no " in result.stdout and "record" in result.stdout
