@@ -32,7 +32,7 @@ class Target:
     boto_credentials: dict  # passed to boto3.Session; dummy ones for local builds
 
     def raw_data_uri(self, config: Config) -> str:
-        return f"s3://{self.bucket}/{config.project}/raw/{config.data_file.name}"
+        return f"s3://{self.bucket}/{config.project}/data/raw/{config.data_file.name}"
 
 
 def local(config: Config, store: LocalStore | None = None) -> Target:
