@@ -9,7 +9,7 @@ TARGET ?= local
 VERSION ?=
 
 .PHONY: install pipeline definition upsert run-aws test lint bench registry approve reject \
-        deploy-build deploy-staging deploy-prod endpoint-test endpoint-status endpoint-stop \
+        deploy-build deploy-staging deploy-prod invoke endpoint-test endpoint-status endpoint-stop \
         monitor deploy-infra destroy-infra clean
 
 install: $(STAMP)
@@ -77,6 +77,10 @@ deploy-prod: install
 
 endpoint-test: install
 	$(BIN)/mlops endpoint test $(STAGE) --target $(TARGET)
+
+invoke: install
+	@test -n "$(FILE)" || { echo "usage: make invoke STAGE=staging FILE=rows.csv"; exit 2; }
+	$(BIN)/mlops endpoint invoke $(STAGE) --file $(FILE)
 
 endpoint-status: install
 	$(BIN)/mlops endpoint status

@@ -8,6 +8,8 @@ RMSE by the evaluation's. Locally a pass is recorded, and `mlops deploy prod` re
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 from mlops import deploy
 from mlops.config import Config
@@ -21,7 +23,9 @@ class GateSetupError(ValueError):
 
 
 def _aws_package_arn(stage: str) -> str:
-    path = deploy.BUILD_DIR / f"{stage}-config.json"
+    # In the deploy pipeline's test action the build output is a secondary input artifact.
+    folder = Path(os.environ.get("CODEBUILD_SRC_DIR_BuildOutput", deploy.BUILD_DIR))
+    path = folder / f"{stage}-config.json"
     if not path.is_file():
         raise GateSetupError(f"{path} not found: the deploy build step writes it")
     return json.loads(path.read_text())["Parameters"]["ModelPackageArn"]
