@@ -245,7 +245,9 @@ def test_every_make_target_a_buildspec_calls_exists(path):
 
 def test_model_build_buildspec_lints_tests_and_runs_the_pipeline():
     calls = make_calls(buildspec_commands(buildspec("buildspec.yml")))
-    assert [c for c in calls if c in {"lint", "test", "run-aws"}] == ["lint", "test", "run-aws"]
+    assert [c for c in calls if c in {"lint", "test", "run-aws"}] == ["test", "run-aws"]
+    rule = re.search(r"^test:(.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert rule and "lint" in rule.group(1).split(), "make test must run make lint first"
 
 
 def test_deploy_buildspec_exports_what_the_pipeline_deploys(template):
