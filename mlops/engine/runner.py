@@ -30,7 +30,8 @@ DONE = ("Succeeded", "Failed", "Skipped")
 
 def new_execution_id() -> str:
     """Sortable by start time, unique among concurrent starts."""
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    moment = datetime.now(UTC)
+    return f"{moment:%Y%m%dT%H%M%S}{moment.microsecond // 1000:03d}-{secrets.token_hex(3)}"
 
 
 def _job_name(execution_id: str, step: str) -> str:

@@ -40,7 +40,9 @@ def second_run(state, first_run):
 
 
 def executions(state) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((state / "executions").glob("*.json"))]
+    """Every execution record, oldest first (ids sort by second only, so order by start)."""
+    records = [json.loads(p.read_text()) for p in (state / "executions").glob("*.json")]
+    return sorted(records, key=lambda r: r["execution"]["StartTime"])
 
 
 def packages(state, config) -> list[dict]:
