@@ -9,7 +9,7 @@ TARGET ?= local
 VERSION ?=
 
 .PHONY: install pipeline definition upsert run-aws test lint bench registry approve reject \
-        deploy-build deploy-staging deploy-prod invoke endpoint-test endpoint-status endpoint-stop \
+        deploy-build deploy-staging deploy-prod invoke batch endpoint-test endpoint-status endpoint-stop \
         monitor deploy-infra destroy-infra clean
 
 install: $(STAMP)
@@ -81,6 +81,10 @@ endpoint-test: install
 invoke: install
 	@test -n "$(FILE)" || { echo "usage: make invoke STAGE=staging FILE=rows.csv"; exit 2; }
 	$(BIN)/mlops endpoint invoke $(STAGE) --file $(FILE)
+
+batch: install
+	@test -n "$(INPUT)" || { echo "usage: make batch INPUT=rows.csv [OUTPUT=scores.out]"; exit 2; }
+	$(BIN)/mlops batch run --input $(INPUT) $(if $(OUTPUT),--output $(OUTPUT))
 
 endpoint-status: install
 	$(BIN)/mlops endpoint status

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from benchmarks import endpoint, monitor, pipeline
+from benchmarks import batch, endpoint, monitor, pipeline
 
 
 def main() -> None:
@@ -14,6 +14,8 @@ def main() -> None:
         _, model_dir = pipeline.run(Path(home))
         print("\n## local endpoint (the pipeline's model)")
         endpoint.run(model_dir)
+        print("\n## batch scoring (the pipeline's model)")
+        batch.run(model_dir)
     print("\n## drift check")
     monitor.run()
 

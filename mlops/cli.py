@@ -11,6 +11,7 @@ import os
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mlops import config as project_config
@@ -273,6 +274,18 @@ def cmd_monitor_run(args) -> int:
     return 0 if result.verdict == "no drift" else 1
 
 
+# batch ------------------------------------------------------------------------------------
+
+def cmd_batch_run(args) -> int:
+    from mlops import batch
+
+    with console.status("scoring (the first run builds the batch definition)..."):
+        result = batch.run(project_config.load(), args.input, args.output)
+    for line in batch.summary(result):
+        console.print(line, markup=False)
+    return 0
+
+
 # infra ------------------------------------------------------------------------------------
 
 def _stack_name(args, config) -> str:
@@ -388,6 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", help="window end, ISO 8601, exclusive")
     p.set_defaults(func=cmd_monitor_run)
 
+    batch = groups.add_parser("batch", help="batch scoring with the newest approved model"
+                              ).add_subparsers(dest="command", required=True)
+    p = batch.add_parser("run", help="score a CSV file (rows without header) locally")
+    p.add_argument("--input", required=True, help="CSV rows without header, features in order")
+    p.add_argument("--output", help="joined output (default build/batch/<input name>.out); "
+                   "refused rows go beside it in <output>.errors.jsonl")
+    p.set_defaults(func=cmd_batch_run)
+
     infra = groups.add_parser("infra", help="the project's CI/CD stack in your AWS account"
                               ).add_subparsers(dest="command", required=True)
     p = infra.add_parser("deploy", help="create or update the project stack")
@@ -415,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         if os.environ.get("MLOPS_DEBUG"):
             raise
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {escape(str(err))}")
         return 2
     except KeyboardInterrupt:
         console.print("interrupted")

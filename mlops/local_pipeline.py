@@ -95,10 +95,20 @@ def _progress(steps: dict[str, dict]) -> Table:
     for step in steps.values():
         status = step.get("StepStatus", "")
         note = "cached" if step.get("CacheHitResult") else step.get("FailureReason", "")
+        if step.get("StepType") == "Tuning" and status == "Succeeded":
+            note = f"{_tuning_note(step['Properties'])}{', cached' if note else ''}"
         table.add_row(step["StepName"], step.get("StepType", ""),
                       f"[{STATUS_STYLE.get(status, '')}]{status}[/]", _duration(step),
                       note.splitlines()[0] if note else "")
     return table
+
+
+def _tuning_note(properties: dict) -> str:
+    best = properties["BestTrainingJob"]
+    metric = best["FinalHyperParameterTuningJobObjectiveMetric"]
+    counts = properties["TrainingJobStatusCounters"]
+    return (f"{counts['Completed']} trials ok, {counts['NonRetryableError']} failed; best "
+            f"{metric['MetricName']}={metric['Value']:.4g} {best['TunedHyperParameters']}")
 
 
 def _metric(result: RunResult, config: Config, pipeline: dict) -> str | None:

@@ -13,6 +13,8 @@ import logging
 import os
 import re
 import warnings
+from dataclasses import dataclass
+from importlib import import_module
 from importlib.metadata import version
 from pathlib import Path
 
@@ -23,10 +25,23 @@ PIPELINE_SOURCES = Path(__file__).resolve().parent
 DEFINITION_FILE = ROOT / "build" / "pipeline-definition.json"
 
 
-def fingerprint(config: Config, target: Target) -> str:
+@dataclass(frozen=True)
+class Kind:
+    """A pipeline this module builds: its factory, the code it depends on, where its JSON goes."""
+
+    factory: str  # "module:function", called as function(config, target); imported to build
+    sources: tuple[Path, ...]  # files and directories of Python code
+    output: Path
+
+
+TRAINING = Kind("model_build.pipeline:get_pipeline", (PIPELINE_SOURCES,), DEFINITION_FILE)
+
+
+def fingerprint(config: Config, target: Target, kind: Kind = TRAINING) -> str:
     """What the definition depends on: config, build code, job scripts, SDK version, target."""
-    sha = hashlib.sha256()
-    for path in sorted([CONFIG_FILE, *PIPELINE_SOURCES.rglob("*.py")]):
+    sha = hashlib.sha256(kind.factory.encode())
+    code = [p for s in kind.sources for p in (s.rglob("*.py") if s.is_dir() else [s])]
+    for path in sorted([CONFIG_FILE, *code]):
         if "__pycache__" not in path.parts:
             sha.update(path.as_posix().encode())
             sha.update(path.read_bytes())
@@ -41,7 +56,7 @@ def _code_uris(definition_json: str, target: Target, config: Config) -> set[str]
     return set(re.findall(prefix + r'[^"]+', definition_json))
 
 
-def build(config: Config, target: Target) -> str:
+def build(config: Config, target: Target, kind: Kind = TRAINING) -> str:
     """Build the definition with the SDK (slow: imports sagemaker) and return its JSON."""
     os.environ.setdefault("AWS_DEFAULT_REGION", target.region)  # the SDK reads it at import
     if target.name == "local":
@@ -49,9 +64,9 @@ def build(config: Config, target: Target) -> str:
         # EC2 instance metadata service for some, which is a network call.
         os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
     with _quiet_sdk():
-        from model_build.pipeline import get_pipeline
-
-        definition = json.loads(get_pipeline(config, target).definition())
+        module, _, function = kind.factory.partition(":")
+        factory = getattr(import_module(module), function)
+        definition = json.loads(factory(config, target).definition())
     return json.dumps(definition, indent=2, sort_keys=True) + "\n"
 
 
@@ -67,17 +82,19 @@ def _quiet_sdk():
             logging.disable(logging.NOTSET)
 
 
-def load_or_build(config: Config, target: Target, *, force: bool = False) -> tuple[dict, bool]:
+def load_or_build(config: Config, target: Target, *, force: bool = False,
+                  kind: Kind = TRAINING) -> tuple[dict, bool]:
     """The definition for `target`, and whether it was reused from an earlier build."""
-    cache = state_dir() / "definitions" / f"{target.name}-{fingerprint(config, target)}.json"
+    name = f"{target.name}-{fingerprint(config, target, kind)}.json"
+    cache = state_dir() / "definitions" / name
     if not force and cache.exists():
         text = cache.read_text()
         if all(target.exists(uri) for uri in _code_uris(text, target, config)):
-            _write(DEFINITION_FILE, text)
+            _write(kind.output, text)
             return json.loads(text), True
-    text = build(config, target)
+    text = build(config, target, kind)
     _write(cache, text)
-    _write(DEFINITION_FILE, text)
+    _write(kind.output, text)
     return json.loads(text), False
 
 

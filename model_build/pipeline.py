@@ -9,9 +9,11 @@ through the target's uploader, which addresses it by content so the same code gi
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
 import json
 import os
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -20,6 +22,7 @@ os.environ.setdefault("SAGEMAKER_VALIDATE_ROLE", "false")  # no IAM look-up whil
 import boto3
 from sagemaker.core.config.config_manager import SageMakerConfig
 from sagemaker.core.image_uris import retrieve
+from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
 from sagemaker.core.processing import ProcessingInput, ProcessingOutput, ScriptProcessor
 from sagemaker.core.shapes import (
     DriftCheckBaselines,
@@ -40,6 +43,7 @@ from sagemaker.core.workflow.conditions import ConditionLessThanOrEqualTo
 from sagemaker.core.workflow.execution_variables import ExecutionVariables
 from sagemaker.core.workflow.functions import Join, JsonGet
 from sagemaker.core.workflow.parameters import (
+    Parameter,
     ParameterFloat,
     ParameterInteger,
     ParameterString,
@@ -50,11 +54,12 @@ from sagemaker.mlops.workflow.condition_step import ConditionStep
 from sagemaker.mlops.workflow.fail_step import FailStep
 from sagemaker.mlops.workflow.model_step import ModelStep
 from sagemaker.mlops.workflow.pipeline import Pipeline
-from sagemaker.mlops.workflow.steps import CacheConfig, ProcessingStep, TrainingStep
+from sagemaker.mlops.workflow.steps import CacheConfig, ProcessingStep, TrainingStep, TuningStep
 from sagemaker.serve.model_builder import ModelBuilder
 from sagemaker.train import ModelTrainer
+from sagemaker.train.tuner import HyperparameterTuner
 
-from mlops.config import Config
+from mlops.config import CONFIG_FILE, TUNING_OBJECTIVES, Config, ConfigError, Tuning
 from mlops.targets import Target
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
@@ -64,6 +69,11 @@ SDK_CONFIG = {
     "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
 }
 METRIC_REGEX = r"validation_rmse=([0-9.eE+-]+)"
+# What train.py logs, as "validation:rmse" etc.: the tuning objective is one of them.
+METRIC_DEFINITIONS = [
+    {"Name": name, "Regex": METRIC_REGEX.replace("rmse", name.split(":")[1])}
+    for name in TUNING_OBJECTIVES
+]
 
 
 @functools.cache
@@ -180,10 +190,8 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
     )
     threshold = ParameterFloat("MetricThreshold", default_value=config.threshold)
     approval = ParameterString("ModelApprovalStatus", default_value="PendingManualApproval")
-    hyperparameters = {
-        name: _PARAMETER_TYPES[type(value)](_parameter_name(name), default_value=value)
-        for name, value in config.hyperparameters.items()
-    }
+    tunes = config.tunes(target.name)
+    hyperparameters = _hyperparameters(config, tuned=tunes)
 
     schema_uri = _upload_schema(session, config)
 
@@ -234,33 +242,48 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
         cache_config=cache,
     )
 
+    # A cached Tune step hands on the models of the execution that ran it, so its trials
+    # (named uniquely per tuning job) must not be written under a per-execution prefix.
+    tuning_models = f"{project}/tuning/models"
+    models_uri = f"s3://{bucket}/{tuning_models}" if tunes else artifacts("models")
     trainer = OfflineModelTrainer(
         training_image=image,
         role=role,
         base_job_name=f"{project}-train",
-        source_code=SourceCode(source_dir=str(SCRIPTS), entry_script="train.py"),
+        source_code=SourceCode(
+            # The tuning API has no entrypoint, so its jobs fetch the code as one archive.
+            source_dir=_upload_source_archive(session) if tunes else str(SCRIPTS),
+            entry_script="train.py",
+        ),
         compute=Compute(instance_type=training_type, instance_count=1),
         hyperparameters=hyperparameters,
-        output_data_config=OutputDataConfig(s3_output_path=artifacts("models")),
+        output_data_config=OutputDataConfig(s3_output_path=models_uri),
         sagemaker_session=session,
     )
-    trainer = trainer.with_metric_definitions(
-        [MetricDefinition(name="validation:rmse", regex=METRIC_REGEX)]
-    )
-    train = TrainingStep(
-        name="Train",
-        step_args=trainer.train(
-            input_data_config=[
-                InputData(channel_name="train", data_source=train_uri),
-                InputData(
-                    channel_name="validation", data_source=_output_uri(preprocess, "validation")
-                ),
-                InputData(channel_name="schema", data_source=schema_uri),
-            ]
-        ),
-        cache_config=cache,
-    )
-    model_data = train.properties.ModelArtifacts.S3ModelArtifacts
+    training_inputs = [
+        InputData(channel_name="train", data_source=train_uri),
+        InputData(channel_name="validation", data_source=_output_uri(preprocess, "validation")),
+        InputData(channel_name="schema", data_source=schema_uri),
+    ]
+    if tunes:
+        training = TuningStep(
+            name="Tune",
+            step_args=_tuner(trainer, config).tune(inputs=training_inputs),
+            cache_config=cache,
+        )
+        # Each tuning job's model lands at <S3OutputPath>/<training job name>/output/.
+        model_data = training.get_top_model_s3_uri(top_k=0, s3_bucket=bucket,
+                                                   prefix=tuning_models)
+    else:
+        trainer = trainer.with_metric_definitions(
+            [MetricDefinition(name=d["Name"], regex=d["Regex"]) for d in METRIC_DEFINITIONS]
+        )
+        training = TrainingStep(
+            name="Train",
+            step_args=trainer.train(input_data_config=training_inputs),
+            cache_config=cache,
+        )
+        model_data = training.properties.ModelArtifacts.S3ModelArtifacts
 
     evaluation_report = PropertyFile(
         name="EvaluationReport", output_name="evaluation", path="evaluation.json"
@@ -357,14 +380,88 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
             training_type,
             threshold,
             approval,
-            *hyperparameters.values(),
+            *(value for value in hyperparameters.values() if isinstance(value, Parameter)),
         ],
-        steps=[preprocess, baseline, train, evaluate, check],
+        steps=[preprocess, baseline, training, evaluate, check],
         sagemaker_session=session,
     )
 
 
 _PARAMETER_TYPES = {str: ParameterString, int: ParameterInteger, float: ParameterFloat}
+_RANGE_TYPES = {"integer": IntegerParameter, "continuous": ContinuousParameter}
+
+
+def _hyperparameters(config: Config, tuned: bool) -> dict:
+    """What train.py gets; each setting a user may change per run is a pipeline parameter
+    (the tuned ones are the tuning job's to choose)."""
+    if config.selection == "compare":
+        return {
+            "candidates": ParameterString(
+                "Candidates", default_value=json.dumps(config.candidates)
+            ),
+            "selection_metric": config.metric,
+        }
+    ranges = {r.name for r in config.tuning.ranges} if tuned else set()
+    return {
+        name: _PARAMETER_TYPES[type(value)](_parameter_name(name), default_value=value)
+        for name, value in config.hyperparameters.items()
+        if name not in ranges
+    }
+
+
+def _tuner(trainer: ModelTrainer, config: Config) -> HyperparameterTuner:
+    tuning = config.tuning
+    _check_ranges(config.hyperparameters, tuning)
+    return HyperparameterTuner(
+        model_trainer=trainer,
+        objective_metric_name=tuning.objective,
+        objective_type=tuning.objective_type,
+        metric_definitions=METRIC_DEFINITIONS,
+        hyperparameter_ranges={
+            r.name: CategoricalParameter(list(r.values)) if r.type == "categorical"
+            else _RANGE_TYPES[r.type](r.min, r.max, scaling_type=r.scaling)
+            for r in tuning.ranges
+        },
+        strategy=tuning.strategy,
+        max_jobs=tuning.max_jobs,
+        max_parallel_jobs=tuning.max_parallel_jobs,
+        random_seed=tuning.seed,
+        base_tuning_job_name=f"{config.project}-tune",
+    )
+
+
+def _check_ranges(hyperparameters: dict, tuning: Tuning) -> None:
+    """Refuse ranges train.py would refuse, before a tuning job spends its training jobs."""
+    from model_build.scripts.train import TrainError, parse_hyperparameters
+
+    settings = dict(hyperparameters)
+    for r in tuning.ranges:
+        settings[r.name] = r.values[0] if r.type == "categorical" else r.min
+    try:
+        parse_hyperparameters([f"--{name}={value}" for name, value in settings.items()])
+    except TrainError as err:
+        raise ConfigError(
+            f"{CONFIG_FILE.name}: [tuning.ranges] do not fit [model.hyperparameters]: {err}"
+        ) from None
+
+
+def _upload_source_archive(session: ContentAddressedSession) -> str:
+    """The job scripts as sourcedir.tar.gz with fixed times and owners, so the same code
+    gives the same bytes (and the same content-addressed URI)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "sourcedir.tar.gz"
+        with (
+            open(archive, "wb") as raw,
+            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as zipped,
+            tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for file in sorted(SCRIPTS.rglob("*")):
+                if file.is_file() and "__pycache__" not in file.parts:
+                    info = tarfile.TarInfo(file.relative_to(SCRIPTS).as_posix())
+                    info.size, info.mode = file.stat().st_size, 0o644
+                    with open(file, "rb") as content:
+                        tar.addfile(info, content)
+        return session.upload_data(archive)
 
 
 def _parameter_name(hyperparameter: str) -> str:

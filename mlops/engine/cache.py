@@ -14,16 +14,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mlops.engine.errors import DefinitionError
+from mlops.engine.tuning import model_uris
 from mlops.store import LocalStore, StoreError
 
-CACHED_TYPES = ("Processing", "Training")
+CACHED_TYPES = ("Processing", "Training", "Tuning", "Transform")
 # SageMaker's documented cache key attributes ("Default cache key attributes by pipeline step
 # type"): output locations are not among them, so per-execution output paths still hit.
 KEY_ATTRIBUTES = {
     "Processing": ("AppSpecification", "Environment", "ProcessingInputs"),
     "Training": ("AlgorithmSpecification", "CheckpointConfig", "DebugHookConfig",
                  "DebugRuleConfigurations", "Environment", "HyperParameters", "InputDataConfig"),
+    "Tuning": ("HyperParameterTuningJobConfig", "TrainingJobDefinition",
+               "TrainingJobDefinitions"),
+    "Transform": ("DataProcessing", "Environment", "ModelName", "TransformInput"),
 }
+# Of a tuning step's TrainingJobDefinition, only these children count (the same page).
+TUNING_DEFINITION_KEYS = ("AlgorithmSpecification", "HyperParameterRanges", "InputDataConfig",
+                          "StaticHyperParameters", "TuningObjective")
 _DURATION = re.compile(
     r"^P(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
     r"(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?$"
@@ -44,6 +51,12 @@ def parse_duration(text: str) -> timedelta:
 
 
 def _input_uris(step_type: str, arguments: dict) -> list[str]:
+    if step_type == "Tuning":  # the trials' channels, and the code the framework image fetches
+        definition = arguments.get("TrainingJobDefinition") or {}
+        code = (definition.get("StaticHyperParameters") or {}).get("sagemaker_submit_directory")
+        return _input_uris("Training", definition) + ([code] if code else [])
+    if step_type == "Transform":
+        return [arguments["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]]
     if step_type == "Processing":
         return [i["S3Input"]["S3Uri"] for i in arguments.get("ProcessingInputs", []) or []
                 if i.get("S3Input")]
@@ -53,6 +66,10 @@ def _input_uris(step_type: str, arguments: dict) -> list[str]:
 
 
 def output_uris(step_type: str, properties: dict) -> list[str]:
+    if step_type == "Tuning":
+        return model_uris(properties)
+    if step_type == "Transform":
+        return [properties["TransformOutput"]["S3OutputPath"]]
     if step_type == "Processing":
         outputs = (properties.get("ProcessingOutputConfig") or {}).get("Outputs", []) or []
         return [o["S3Output"]["S3Uri"] for o in outputs]
@@ -83,6 +100,10 @@ class StepCache:
     def key(self, step_type: str, arguments: dict) -> str:
         inputs = {uri: self._hash(uri) for uri in _input_uris(step_type, arguments)}
         attributes = {name: arguments.get(name) for name in KEY_ATTRIBUTES[step_type]}
+        if step_type == "Tuning":
+            definition = attributes["TrainingJobDefinition"] or {}
+            attributes["TrainingJobDefinition"] = {k: definition.get(k)
+                                                   for k in TUNING_DEFINITION_KEYS}
         body = json.dumps({"type": step_type, "attributes": attributes, "inputs": inputs},
                           sort_keys=True, default=str)
         return hashlib.sha256(body.encode()).hexdigest()

@@ -12,7 +12,8 @@ from mlops.engine.errors import DefinitionError
 from mlops.engine.expressions import FUNCTIONS, functions, parse_path, references
 from mlops.engine.properties import check_property
 
-STEP_TYPES = ("Processing", "Training", "RegisterModel", "Model", "Condition", "Fail")
+STEP_TYPES = ("Processing", "Training", "Tuning", "RegisterModel", "Model", "Transform",
+              "Condition", "Fail")
 EXECUTION_VARIABLES = (
     "StartDateTime", "CurrentDateTime", "PipelineName", "PipelineArn",
     "PipelineExecutionId", "PipelineExecutionArn", "TrainingJobName", "ProcessingJobName",

@@ -17,6 +17,10 @@ SHAPES = {
     "Training": "DescribeTrainingJobResponse",
     "RegisterModel": "DescribeModelPackageOutput",
     "Model": "DescribeModelOutput",
+    # A TuningStep's properties join two responses (as the SDK's Properties for it do).
+    "Tuning": ("DescribeHyperParameterTuningJobResponse",
+               "ListTrainingJobsForHyperParameterTuningJobResponse"),
+    "Transform": "DescribeTransformJobResponse",
 }
 
 
@@ -72,5 +76,7 @@ def check_property(step: dict, tokens: list) -> str | None:
         return None if tokens == ["Outcome"] else "a Condition step has only the property Outcome"
     if kind not in SHAPES:
         return f"a {kind} step has no properties"
-    problem = _check_shape(_service_model().shape_for(SHAPES[kind]), tokens)
+    shapes = SHAPES[kind] if isinstance(SHAPES[kind], tuple) else (SHAPES[kind],)
+    problems = [_check_shape(_service_model().shape_for(s), tokens) for s in shapes]
+    problem = None if None in problems else problems[0]
     return problem or _check_named_items(step.get("Arguments", {}), tokens)

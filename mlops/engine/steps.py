@@ -10,6 +10,8 @@ from mlops.engine.models import create_model, register_model
 from mlops.engine.process import Job
 from mlops.engine.processing import run_processing
 from mlops.engine.training import run_training
+from mlops.engine.transform import run_transform
+from mlops.engine.tuning import run_tuning
 from mlops.registry import LocalRegistry
 
 
@@ -41,10 +43,18 @@ def run_job(step_type: str, arguments: dict, job: Job, registry: LocalRegistry) 
     if step_type == "Training":
         properties = run_training(arguments, job)
         return Outcome(properties, {"TrainingJob": {"Arn": properties["TrainingJobArn"]}})
+    if step_type == "Tuning":
+        properties = run_tuning(arguments, job)
+        arn = properties["HyperParameterTuningJobArn"]
+        return Outcome(properties, {"TuningJob": {"Arn": arn}})
     if step_type == "RegisterModel":
         properties = register_model(arguments, registry)
         return Outcome(properties, {"RegisterModel": {"Arn": properties["ModelPackageArn"]}})
     if step_type == "Model":
         properties = create_model(arguments, job)
         return Outcome(properties, {"Model": {"Arn": properties["ModelArn"]}})
+    if step_type == "Transform":
+        properties, rows = run_transform(arguments, job, registry)
+        return Outcome(properties, {"TransformJob": {"Arn": properties["TransformJobArn"]},
+                                    "Rows": rows})
     raise ValueError(f"no runner for step type {step_type!r}")  # graph.build rejects these first

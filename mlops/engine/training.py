@@ -122,10 +122,42 @@ def _environment(arguments: dict, job: Job, channels: dict, source: dict) -> dic
     return {**user, **{k: _serialize(v) for k, v in env.items()}}
 
 
+def _script(entry: str, cli: list[str]) -> list[str]:
+    if entry.endswith(".py"):
+        return [sys.executable, entry, *cli]
+    if entry.endswith(".sh"):
+        return ["/bin/sh", entry, *cli]
+    raise StepFailure(f"entry script {entry!r} is neither a .py nor a .sh file")
+
+
+def _framework_command(hyperparameters: dict, job: Job) -> tuple[list[str], Path]:
+    """What a framework image's training toolkit runs when the job names no entrypoint (the
+    tuning API has none): sagemaker_submit_directory unpacked in /opt/ml/code, then
+    sagemaker_program with the other hyperparameters as `sagemaker_training.mapping.
+    to_cmd_args` writes them: sorted, `-x` for a one-letter name, `--name` otherwise."""
+    code = job.opt_ml / "code"
+    submit = _deserialize(hyperparameters.get("sagemaker_submit_directory") or "")
+    if submit:
+        try:
+            job.store.download(submit, code)
+        except StoreError as err:
+            raise StepFailure(f"sagemaker_submit_directory: {err}") from None
+        for archive in code.glob("*.tar.gz"):
+            with tarfile.open(archive) as tar:
+                tar.extractall(code, filter="data")
+    cli = []
+    for key in sorted(k for k in hyperparameters if not k.startswith("sagemaker_")):
+        cli += [f"--{key}" if len(key) > 1 else f"-{key}", str(_deserialize(hyperparameters[key]))]
+    return _script(str(_deserialize(hyperparameters["sagemaker_program"])), cli), code
+
+
 def _command(arguments: dict, job: Job, source: dict) -> tuple[list[str], Path]:
-    """What sm_train.sh would run, and its working directory."""
+    """What sm_train.sh (or, without an entrypoint, the image's toolkit) would run, and where."""
     code = job.opt_ml / "input" / "data" / "code"
     spec = arguments.get("AlgorithmSpecification") or {}
+    hyperparameters = arguments.get("HyperParameters") or {}
+    if not spec.get("ContainerEntrypoint") and "sagemaker_program" in hyperparameters:
+        return _framework_command(hyperparameters, job)
     if not source:
         entrypoint = list(spec.get("ContainerEntrypoint") or [])
         if not entrypoint or DRIVERS_ENTRYPOINT in entrypoint:
@@ -143,16 +175,10 @@ def _command(arguments: dict, job: Job, source: dict) -> tuple[list[str], Path]:
     if source.get("command"):
         command = shlex.split(source["command"]) + [str(a) for a in source.get("args") or []]
         return job.python_command(command), workdir
-    entry = source.get("entry_script") or ""
-    hyperparameters = arguments.get("HyperParameters") or {}
     cli = []
     for key, value in hyperparameters.items():
         cli += [f"--{key}", _serialize(_deserialize(value))]
-    if entry.endswith(".py"):
-        return [sys.executable, entry, *cli], workdir
-    if entry.endswith(".sh"):
-        return ["/bin/sh", entry, *cli], workdir
-    raise StepFailure(f"entry script {entry!r} is neither a .py nor a .sh file")
+    return _script(source.get("entry_script") or "", cli), workdir
 
 
 def _pack(directory: Path, archive: Path) -> Path:

@@ -38,7 +38,7 @@ def test_aws_definition_uploads_code_to_the_artifact_bucket(aws):
     text = json.dumps(pipeline)
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="abalone-artifacts")["Contents"]}
     assert any(key.endswith("/preprocess.py") for key in keys)
-    assert any(key.endswith("/train.py") for key in keys)
+    assert any(key.endswith(("/train.py", "/sourcedir.tar.gz")) for key in keys)
     for key in keys:
         assert key.startswith(f"{config.project}/code/"), key
     assert "s3://abalone-artifacts/" in text and "mlops-local" not in text

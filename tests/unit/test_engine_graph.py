@@ -61,7 +61,7 @@ def test_a_missing_reference_is_named(path, message, tmp_path):
 def test_missing_depends_on_and_unsupported_types_are_all_listed():
     definition = {"Steps": [
         {**processing("A"), "DependsOn": ["Ghost"]},
-        {"Name": "T", "Type": "Transform", "Arguments": {}},
+        {"Name": "T", "Type": "EMR", "Arguments": {}},
         processing("C", Environment={"X": {"Std:Concat": ["a"]}}),
         {"Name": "D", "Type": "Condition", "Arguments": {
             "Conditions": [{"Type": "And", "Conditions": []}], "IfSteps": [], "ElseSteps": []}},
@@ -70,7 +70,7 @@ def test_missing_depends_on_and_unsupported_types_are_all_listed():
         build(definition)
     message = str(raised.value)
     assert "step A depends on missing step 'Ghost'" in message
-    assert "step T has unsupported type 'Transform'" in message
+    assert "step T has unsupported type 'EMR'" in message
     assert "step C uses unsupported function 'Std:Concat'" in message
     assert "unsupported condition type 'And'" in message
 

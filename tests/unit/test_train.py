@@ -1,4 +1,4 @@
-"""train.py: hyperparameters, the saved Pipeline, and the training job contract."""
+"""train.py: hyperparameters, the saved Pipeline, comparisons, and the training job contract."""
 
 from __future__ import annotations
 
@@ -60,15 +60,20 @@ def test_unseen_category_does_not_crash(trained_model_dir, abalone, schema):
 
 @pytest.mark.parametrize(
     "argv",
-    [["--regressor", "svr", "--C", "5"], ["--regressor", "hist_gradient_boosting",
-                                          "--max_iter", "50"]],
+    [
+        ["--regressor", "svr", "--C", "5"],
+        ["--regressor", "hist_gradient_boosting", "--max_iter", "50"],
+        ["--regressor", "random_forest", "--n_estimators", "20", "--max_features", "0.5"],
+        ["--regressor", "k_neighbors", "--n_neighbors", "10", "--weights", "distance"],
+        ["--regressor", "ridge", "--alpha", "2"],
+    ],
 )
 def test_each_regressor_fits_raw_rows(argv, abalone_split, abalone, schema):
     hyperparameters = train.parse_hyperparameters(argv)
-    model, validation_rmse = train.train(
+    model, metrics = train.train(
         abalone_split / "train", abalone_split / "validation", schema, hyperparameters
     )
-    assert validation_rmse < pd.read_csv(abalone_split / "validation" / "validation.csv")[
+    assert metrics["rmse"] < pd.read_csv(abalone_split / "validation" / "validation.csv")[
         "rings"
     ].std()
     row = abalone[[f["name"] for f in schema["features"]]].head(3).assign(sex=["M", "?", "I"])
@@ -80,18 +85,116 @@ def test_model_dir_holds_what_serving_needs(trained_model_dir, schema):
     assert (trained_model_dir / "code" / "inference.py").is_file()
 
 
-def test_validation_rmse_is_the_models_error(abalone_split, schema, project_config):
+def test_validation_metrics_are_the_models_errors(abalone_split, schema, project_config):
     hyperparameters = train.parse_hyperparameters(
         [f"--{k}={v}" for k, v in project_config.hyperparameters.items()]
     )
-    model, validation_rmse = train.train(
+    model, metrics = train.train(
         abalone_split / "train", abalone_split / "validation", schema, hyperparameters
     )
+    errors = _validation_errors(model, abalone_split, schema)
+    assert metrics["rmse"] == pytest.approx(np.sqrt(np.mean(errors**2)))
+    assert metrics["mae"] == pytest.approx(np.mean(np.abs(errors)))
+
+
+def _validation_errors(model, abalone_split: Path, schema: dict) -> np.ndarray:
     validation = pd.read_csv(abalone_split / "validation" / "validation.csv")
     predicted = model.predict(validation.drop(columns=[schema["target"]]))
-    assert validation_rmse == pytest.approx(
-        np.sqrt(np.mean((predicted - validation[schema["target"]]) ** 2))
-    )
+    return np.asarray(predicted - validation[schema["target"]])
+
+
+def test_one_letter_hyperparameters_take_the_training_toolkits_form():
+    """SageMaker's framework images (tuning jobs) pass C as -C, the SDK's drivers as --C."""
+    assert train.parse_hyperparameters(["--regressor", "svr", "-C", "3"]) == \
+        train.parse_hyperparameters(["--regressor", "svr", "--C", "3"]) == \
+        {"regressor": "svr", "C": 3.0}
+
+
+# A comparison: quick candidates of three kinds, compared on the real split.
+CANDIDATES = {
+    "svr": {"regressor": "svr", "C": 20.0, "epsilon": 1.5, "gamma": 0.05},
+    "ridge": {"regressor": "ridge", "alpha": 1.0},
+    "k_neighbors": {"regressor": "k_neighbors", "n_neighbors": 15},
+}
+
+
+@pytest.fixture(scope="module")
+def comparison(abalone_split, schema):
+    return train.compare(abalone_split / "train", abalone_split / "validation", schema,
+                         CANDIDATES)
+
+
+def test_comparison_scores_every_candidate_and_keeps_the_best(comparison, abalone_split,
+                                                              schema):
+    model, report = comparison
+    assert [r["name"] for r in report["candidates"]] == list(CANDIDATES)
+    assert all(r["status"] == "Succeeded" for r in report["candidates"])
+    scores = {r["name"]: r["validation"] for r in report["candidates"]}
+    assert report["best"] == min(scores, key=lambda name: scores[name]["rmse"])
+    # The kept model is the best candidate, refitted nowhere else: its errors are the report's.
+    errors = _validation_errors(model, abalone_split, schema)
+    best = scores[report["best"]]
+    assert best["rmse"] == pytest.approx(np.sqrt(np.mean(errors**2)))
+    assert best["mae"] == pytest.approx(np.mean(np.abs(errors)))
+    assert model.named_steps["regressor"].__class__ is \
+        train.REGRESSORS[CANDIDATES[report["best"]]["regressor"]].estimator
+    # Each candidate's figures are its own, not copies of one model's.
+    assert len({round(s["rmse"], 9) for s in scores.values()}) == len(CANDIDATES)
+
+
+def test_comparison_picks_by_the_configured_metric(abalone_split, schema, comparison):
+    _, report = train.compare(abalone_split / "train", abalone_split / "validation", schema,
+                              CANDIDATES, metric="r2")
+    scores = {r["name"]: r["validation"]["r2"] for r in comparison[1]["candidates"]}
+    assert report["selection_metric"] == "r2"
+    assert report["best"] == max(scores, key=scores.get)  # higher R2 is better
+
+
+def test_a_crashing_candidate_is_reported_and_the_rest_compared(abalone_split, schema):
+    candidates = {
+        "negative_c": {"regressor": "svr", "C": -1.0},
+        "ridge": CANDIDATES["ridge"],
+        "wrong_setting": {"regressor": "ridge", "n_neighbors": 3},
+        "k_neighbors": CANDIDATES["k_neighbors"],
+    }
+    model, report = train.compare(abalone_split / "train", abalone_split / "validation",
+                                  schema, candidates)
+    results = {r["name"]: r for r in report["candidates"]}
+    assert results["negative_c"]["status"] == "Failed"
+    assert "'C' parameter of SVR" in results["negative_c"]["error"]
+    assert results["wrong_setting"]["status"] == "Failed"
+    assert "n_neighbors do not apply to regressor 'ridge'" in results["wrong_setting"]["error"]
+    succeeded = {n: r["validation"]["rmse"] for n, r in results.items()
+                 if r["status"] == "Succeeded"}
+    assert set(succeeded) == {"ridge", "k_neighbors"}
+    assert report["best"] == min(succeeded, key=succeeded.get)
+
+
+def test_all_candidates_crashing_fails_with_each_reason(abalone_split, schema):
+    candidates = {"negative_c": {"regressor": "svr", "C": -1.0},
+                  "no_neighbours": {"regressor": "k_neighbors", "n_neighbors": 0}}
+    with pytest.raises(train.TrainError) as raised:
+        train.compare(abalone_split / "train", abalone_split / "validation", schema, candidates)
+    message = str(raised.value)
+    assert message.startswith("every candidate failed")
+    assert "negative_c: The 'C' parameter of SVR" in message
+    assert "no_neighbours: The 'n_neighbors' parameter" in message
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--candidates", "{not json"], "candidates is not valid JSON"),
+        (["--candidates", "[1, 2]"], "JSON object of named objects"),
+        (["--candidates", json.dumps(CANDIDATES), "--C", "3"], "drop --C 3"),
+        (["--selection_metric", "mae", "--C", "3"], "selection_metric needs candidates"),
+        (["--candidates", json.dumps(CANDIDATES), "--selection_metric", "mape"],
+         "selection_metric"),
+    ],
+)
+def test_bad_comparison_arguments_name_the_problem(argv, expected):
+    with pytest.raises(train.TrainError, match=re.escape(expected)):
+        train.parse_arguments(argv)
 
 
 def test_channel_missing_a_column_is_refused(tmp_path, abalone_split, schema):
@@ -155,6 +258,39 @@ def test_script_trains_and_logs_the_metric(tmp_path, abalone_split, schema, proj
     assert float(match.group(1)) == pytest.approx(rmse, abs=1e-6)
     assert (root / "model" / "code" / "inference.py").is_file()
     assert not (root / "output" / "failure").exists()
+
+
+def test_script_compares_candidates(tmp_path, abalone_split, schema):
+    root = tmp_path / "job"
+    env = _training_job(root, abalone_split, schema)
+    candidates = {**CANDIDATES, "negative_c": {"regressor": "svr", "C": -1.0}}
+    result = _run(root, env, ["--candidates", json.dumps(candidates),
+                              "--selection_metric", "mae"])
+    assert result.returncode == 0, result.stderr
+    report = json.loads((root / "model" / "comparison.json").read_text())
+    scores = {r["name"]: r["validation"]["mae"] for r in report["candidates"]
+              if r["status"] == "Succeeded"}
+    assert set(scores) == set(CANDIDATES) and report["best"] == min(scores, key=scores.get)
+    assert (root / "model" / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "candidate negative_c: failed" in result.stdout
+    model = joblib.load(root / "model" / "model.joblib")
+    errors = _validation_errors(model, abalone_split, schema)
+    logged = float(re.search(r"validation_mae=([0-9.]+)", result.stdout).group(1))
+    assert logged == pytest.approx(np.mean(np.abs(errors)), abs=1e-6)
+
+
+def test_script_fails_when_every_candidate_fails(tmp_path, abalone_split, schema):
+    root = tmp_path / "job"
+    env = _training_job(root, abalone_split, schema)
+    candidates = {"negative_c": {"regressor": "svr", "C": -1.0},
+                  "negative_alpha": {"regressor": "ridge", "alpha": -1.0}}
+    result = _run(root, env, ["--candidates", json.dumps(candidates)])
+    assert result.returncode == 1
+    failure = (root / "output" / "failure").read_text()
+    assert "negative_c: The 'C' parameter" in failure
+    assert "negative_alpha: The 'alpha' parameter" in failure
+    assert "Traceback" not in result.stderr
+    assert not (root / "model" / "model.joblib").exists()
 
 
 def test_script_fails_on_bad_channel(tmp_path, abalone_split, schema):

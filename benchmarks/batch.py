@@ -1,0 +1,73 @@
+"""Local batch scoring: `mlops batch run` on 1,000,000 rows beside bare `model.predict` on the
+same rows, with the pipeline's model registered and approved in a private state directory."""
+
+from __future__ import annotations
+
+import tarfile
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import joblib
+import pandas as pd
+
+from benchmarks.endpoint import _private_state
+from mlops import batch, config
+from mlops.registry import LocalRegistry
+from mlops.store import LocalStore
+
+ROWS = 1_000_000
+
+
+def _approve(model_dir: Path, cfg: config.Config) -> None:
+    """Register `model_dir` as an approved package, as training and a person would."""
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "model.tar.gz"
+        with tarfile.open(archive, "w:gz") as tar:
+            for path in Path(model_dir).iterdir():
+                tar.add(path, arcname=path.name)
+        uri = LocalStore().put_file(archive, f"s3://mlops-local/{cfg.project}/bench/model.tar.gz")
+    LocalRegistry().create_model_package(
+        ModelPackageGroupName=cfg.model_package_group, ModelApprovalStatus="Approved",
+        InferenceSpecification={"Containers": [{"Image": "sklearn", "ModelDataUrl": uri}]},
+    )
+
+
+def _seconds(step: dict) -> float:
+    return (datetime.fromisoformat(step["EndTime"])
+            - datetime.fromisoformat(step["StartTime"])).total_seconds()
+
+
+def run(model_dir: Path) -> list[dict]:
+    """Benchmark batch scoring with the model in `model_dir` (as the pipeline trained it)."""
+    cfg = config.load()
+    features = pd.read_csv(cfg.data_file)[cfg.feature_names]
+    frame = pd.concat([features] * (ROWS // len(features) + 1), ignore_index=True).iloc[:ROWS]
+    with _private_state() as home:
+        rows = home / "rows.csv"
+        frame.to_csv(rows, header=False, index=False)
+        _approve(model_dir, cfg)
+        started = time.perf_counter()
+        result = batch.run(cfg, rows, home / "rows.out")
+        total = time.perf_counter() - started
+    transform = next(s for s in result.execution["Steps"] if s["StepType"] == "Transform")
+    model = joblib.load(Path(model_dir) / "model.joblib")
+    started = time.perf_counter()
+    model.predict(frame)
+    bare = time.perf_counter() - started
+    row = {
+        "benchmark": f"batch run, {ROWS:,} csv rows",
+        "rows_scored": result.scored,
+        "transform_rows_per_s": round(result.scored / _seconds(transform)),
+        "bare_predict_rows_per_s": round(ROWS / bare),
+        "command_seconds": round(total, 1),
+    }
+    print("  ".join(f"{key}={value}" for key, value in row.items()))
+    return [row]
+
+
+if __name__ == "__main__":
+    import sys
+
+    run(Path(sys.argv[1]))  # a model directory: model.joblib, schema.json, code/inference.py
