@@ -9,7 +9,7 @@ TARGET ?= local
 VERSION ?=
 
 .PHONY: install pipeline definition upsert run-aws test lint bench registry approve reject \
-        deploy-build deploy-staging deploy-prod invoke batch endpoint-test endpoint-status endpoint-stop \
+        deploy-build deploy-staging deploy-prod invoke batch deploy-batch endpoint-test endpoint-status endpoint-stop \
         monitor deploy-infra destroy-infra clean
 
 install: $(STAMP)
@@ -85,6 +85,9 @@ invoke: install
 batch: install
 	@test -n "$(INPUT)" || { echo "usage: make batch INPUT=rows.csv [OUTPUT=scores.out]"; exit 2; }
 	$(BIN)/mlops batch run --input $(INPUT) $(if $(OUTPUT),--output $(OUTPUT))
+
+deploy-batch: install
+	$(BIN)/mlops batch deploy
 
 endpoint-status: install
 	$(BIN)/mlops endpoint status

@@ -21,6 +21,7 @@ from model_build import definition
 from model_deploy.build import newest_approved_package
 
 OUTPUT_DIR = ROOT / "build" / "batch"
+BATCH_TEMPLATE = ROOT / "cloudformation" / "batch.yml"
 BATCH = definition.Kind(
     factory="model_deploy.batch:get_batch_pipeline",
     sources=(ROOT / "model_deploy" / "batch.py", definition.PIPELINE_SOURCES / "pipeline.py"),
@@ -95,3 +96,29 @@ def summary(result: BatchResult) -> list[str]:
     else:
         lines.append("no row refused")
     return lines
+
+
+def deploy_schedule(config: Config, *, sagemaker, cloudformation, s3_client=None,
+                    echo=print, **parameters: str) -> dict[str, str]:
+    """The aws target: upload the batch definition and create or update `<project>-batch`.
+
+    The schedule scores with the newest approved package at deploy time, as the endpoint
+    stacks do; run it again after approving a new version. Extra keyword arguments are
+    stack parameters (ScheduleExpression, TransformInstanceType, ...).
+    """
+    from mlops import infra
+
+    target = targets.aws(config, s3_client)
+    package = newest_approved_package(sagemaker, config.model_package_group)
+    definition.load_or_build(config, target, force=True, kind=BATCH)
+    key = f"{config.project}/code/batch/{content_hash(BATCH.output)}/{BATCH.output.name}"
+    target.upload(BATCH.output, f"s3://{target.bucket}/{key}")
+    echo(f"{pipeline_name(config)}: scoring with {package['ModelPackageArn']}")
+    return infra.deploy(pipeline_name(config), {
+        "ProjectName": config.project,
+        "ModelPackageArn": package["ModelPackageArn"],
+        "ExecutionRoleArn": target.role,
+        "ArtifactBucket": target.bucket,
+        "DefinitionKey": key,
+        **parameters,
+    }, cloudformation, template=BATCH_TEMPLATE, echo=echo)

@@ -286,6 +286,18 @@ def cmd_batch_run(args) -> int:
     return 0
 
 
+def cmd_batch_deploy(args) -> int:
+    from mlops import batch, infra
+
+    config = project_config.load()
+    session = infra.require_credentials()
+    extra = {"ScheduleExpression": args.schedule} if args.schedule else {}
+    batch.deploy_schedule(config, sagemaker=session.client("sagemaker"),
+                          cloudformation=session.client("cloudformation"),
+                          s3_client=session.client("s3"), echo=console.print, **extra)
+    return 0
+
+
 # infra ------------------------------------------------------------------------------------
 
 def _stack_name(args, config) -> str:
@@ -408,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="joined output (default build/batch/<input name>.out); "
                    "refused rows go beside it in <output>.errors.jsonl")
     p.set_defaults(func=cmd_batch_run)
+    p = batch.add_parser("deploy", help="aws: the scheduled batch pipeline stack, scoring with "
+                         "the newest approved model")
+    p.add_argument("--schedule", help="EventBridge Scheduler expression, e.g. cron(0 3 * * ? *)")
+    p.set_defaults(func=cmd_batch_deploy)
 
     infra = groups.add_parser("infra", help="the project's CI/CD stack in your AWS account"
                               ).add_subparsers(dest="command", required=True)

@@ -176,3 +176,43 @@ def test_schedule_stack_deploys_with_least_privilege_roles():
     schedule = template["Resources"]["BatchSchedule"]["Properties"]["Target"]
     assert {"Name": "ModelPackageArn", "Value": {"Ref": "ModelPackageArn"}} in (
         schedule["SageMakerPipelineParameters"]["PipelineParameterList"])
+
+
+@pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
+def test_batch_deploy_uploads_the_definition_and_schedules_the_approved_model(
+        tmp_path, monkeypatch, project_config):
+    """`mlops batch deploy` on the aws target, against moto: newest approved package in the
+    stack parameters, the definition uploaded where the stack reads it."""
+    from mlops import batch
+
+    copy = tmp_path / "batch.yml"
+    copy.write_text(json.dumps(json.loads(json.dumps(load_template(str(TEMPLATE))).replace(
+        "${BatchPipeline}", "abalone-batch"))))
+    monkeypatch.setattr(batch, "BATCH_TEMPLATE", copy)
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("MLOPS_BUCKET", "abalone-data")
+    monkeypatch.setenv("MLOPS_ROLE_ARN", "arn:aws:iam::123456789012:role/abalone-sagemaker")
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket="abalone-data")
+        sagemaker = boto3.client("sagemaker", region_name=REGION)
+        group = project_config.model_package_group
+        sagemaker.create_model_package_group(ModelPackageGroupName=group)
+        arns = [sagemaker.create_model_package(
+            ModelPackageGroupName=group, ModelApprovalStatus=status,
+            InferenceSpecification={
+                "Containers": [{"Image": "sklearn", "ModelDataUrl": f"s3://abalone-data/m{i}"}],
+                "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"],
+            })["ModelPackageArn"] for i, status in enumerate(["Approved", "Approved", "Rejected"])]
+        cloudformation = boto3.client("cloudformation", region_name=REGION)
+        outputs = batch.deploy_schedule(project_config, sagemaker=sagemaker,
+                                        cloudformation=cloudformation, s3_client=s3,
+                                        echo=lambda line: None)
+        stack = cloudformation.describe_stacks(StackName="abalone-batch")["Stacks"][0]
+        parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+        uploaded = json.loads(s3.get_object(Bucket="abalone-data",
+                                            Key=parameters["DefinitionKey"])["Body"].read())
+    assert outputs["ModelPackageArn"] == arns[1] == parameters["ModelPackageArn"]
+    assert parameters["DefinitionKey"].startswith(f"{project_config.project}/code/batch/")
+    assert [s["Type"] for s in uploaded["Steps"]] == ["Model", "Transform"]
+    assert "s3://abalone-data/" in json.dumps(uploaded)
