@@ -94,3 +94,37 @@ def test_empty_window_is_an_error_not_a_verdict(staging):
     assert result.returncode == 2
     assert "no drift" not in result.stdout
     assert "no " in result.stdout and "record" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def new_category_staging(tmp_path_factory):
+    """A model whose schema allows sex 'X', which the training data never has: the endpoint
+    accepts it, and the baseline (what the model was trained on) does not contain it."""
+    from tests.unit.test_definition import variant
+
+    directory = tmp_path_factory.mktemp("new-category")
+    variant(directory, replace={'values = ["M", "F", "I"]': 'values = ["M", "F", "I", "X"]'})
+    state = directory / "state"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLOPS_CONFIG", str(directory / "mlops.toml"))
+        for command in (("pipeline", "run"), ("registry", "approve", "1"),
+                        ("deploy", "staging")):
+            result = run_mlops(state, *command)
+            assert result.returncode == 0, result.stdout + result.stderr
+        yield state, json.loads((state / "endpoints" / "staging.json").read_text())
+        run_mlops(state, "endpoint", "stop", "staging")
+
+
+def test_unseen_category_gives_a_categorical_values_violation_on_sex(
+        new_category_staging, abalone, project_config):
+    state, endpoint = new_category_staging
+    traffic = abalone[project_config.feature_names].sample(ROWS, random_state=3).copy()
+    traffic.loc[traffic.index[:120], "sex"] = "X"  # 20%, over the 10% the baseline tolerates
+    send(endpoint["url"], traffic)
+    result = run_mlops(state, "monitor", "run", "staging")
+    assert result.returncode == 1, result.stdout + result.stderr
+    violations = {(cells[0], cells[1]) for line in result.stdout.splitlines()
+                  if len(cells := [c.strip() for c in line.split("│") if c.strip()]) >= 3
+                  and cells[-1] in ("violation", "drift")}
+    assert ("sex", "categorical_values_check") in violations
+    assert all(feature == "sex" for feature, _ in violations), violations

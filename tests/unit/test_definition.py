@@ -52,17 +52,7 @@ def built(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def steps(built):
-    doc = json.loads(built[3])
-    flat = {}
-
-    def collect(items):
-        for step in items:
-            flat[step["Name"]] = step
-            collect(step.get("Arguments", {}).get("IfSteps", []))
-            collect(step.get("Arguments", {}).get("ElseSteps", []))
-
-    collect(doc["Steps"])
-    return flat
+    return _flat(built[3])
 
 
 def test_build_is_offline_and_byte_identical(built):
