@@ -4,8 +4,9 @@ Each trial is a training job run by `mlops.engine.training` with the static hype
 plus the sampled ones; its objective is the objective metric in its FinalMetricDataList (the
 metric definition's regex on its log). Up to MaxParallelTrainingJobs trials run at a time.
 Random draws every trial up front from a numpy Generator seeded by RandomSeed, so a seed fixes
-the trials and the best; Bayesian asks optuna's TPE sampler (seeded the same way) for each
-next trial and tells it each result; Grid runs every combination of the categorical values.
+the trials and the best; Bayesian asks optuna's TPE sampler (seeded the same way) for a wave
+of MaxParallelTrainingJobs trials and tells it their results in trial order, so a seed fixes
+its trials too; Grid runs every combination of the categorical values.
 A trial that fails is recorded with its reason and the others are compared; the step fails
 only when no trial yields an objective. Properties are DescribeHyperParameterTuningJob's plus
 ListTrainingJobsForHyperParameterTuningJob's TrainingJobSummaries, best first.
@@ -17,7 +18,7 @@ import itertools
 import math
 import secrets
 import threading
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,6 +138,8 @@ def _draw(item: Range, rng: np.random.Generator):
 class _Planned:
     """Random and Grid: every trial's hyperparameters are known before the first one runs."""
 
+    learns = False
+
     def __init__(self, plans: list[dict]):
         self.plans = plans
 
@@ -164,6 +167,8 @@ def grid_search(ranges: list[Range]) -> _Planned:
 
 class _Bayesian:
     """optuna's TPE sampler through ask and tell; trials still running count as pending."""
+
+    learns = True
 
     def __init__(self, ranges: list[Range], seed: int | None, objective_type: str):
         import optuna  # imported here: it takes a second, and only Bayesian tuning needs it
@@ -285,8 +290,11 @@ class _Tuning:
                 while len(running) < parallel and len(trials) + len(running) < count:
                     index = len(trials) + len(running) + 1
                     running[pool.submit(self.trial, index, search.ask(index))] = index
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
+                # A search that learns is told a whole wave's results in trial order, so a seed
+                # gives the same trials whichever trial of a wave happens to finish first.
+                finished, _ = wait(running, return_when=ALL_COMPLETED if search.learns
+                                   else FIRST_COMPLETED)
+                for future in sorted(finished, key=running.get):
                     trial = future.result()
                     search.tell(running.pop(future), trial.objective)
                     trials.append(trial)

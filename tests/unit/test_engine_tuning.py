@@ -174,6 +174,17 @@ def test_bayesian_search_closes_in_on_the_optimum(state):
     assert objective(step["Properties"]["BestTrainingJob"]) - 0.5 < 1.0
 
 
+def test_parallel_bayesian_search_is_reproducible_with_its_seed(state):
+    """Two trials at a time finish in either order; the same seed still gives the same search
+    (TPE's first 10 suggestions are random, the 4 after them learn from the results)."""
+    first_pipeline, second_pipeline = definition(jobs=14), definition(jobs=14)
+    second_pipeline["Steps"][0]["CacheConfig"]["Enabled"] = False
+    _, first = tune(state, first_pipeline, Strategy="Bayesian", Seed=11)
+    _, second = tune(state, second_pipeline, Strategy="Bayesian", Seed=11)
+    assert "CacheHitResult" not in second
+    assert trials(second) == trials(first)
+
+
 def test_grid_runs_every_category(state):
     pipeline = definition(x="7", lr="0.01")
     ranges = pipeline["Steps"][0]["Arguments"]["HyperParameterTuningJobConfig"]
