@@ -55,7 +55,10 @@ class MonitorResult:
 
 
 def endpoint_record(stage: str, home: Path | None = None) -> dict:
+    """The stage's running endpoint, or else the one stopped last (its capture stays)."""
     path = Path(home or mlops_config.state_dir()) / "endpoints" / f"{stage}.json"
+    if not path.exists() and path.with_suffix(".stopped.json").exists():
+        path = path.with_suffix(".stopped.json")
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:

@@ -178,14 +178,19 @@ def status(stage: str) -> dict:
     return record
 
 
+def stopped_record_path(stage: str) -> Path:
+    """Where a stopped endpoint's record stays, so its captured traffic can still be checked."""
+    return _record_path(stage).with_suffix(".stopped.json")
+
+
 def stop(stage: str) -> dict:
-    """Stop the endpoint of `stage` and remove its record; returns the removed record."""
+    """Stop the endpoint of `stage`, keeping its record as the stage's stopped one."""
     path = _record_path(stage)
     record = _read(path)
     if record is None:
         raise EndpointError(f"no local endpoint is running for stage '{stage}'")
     _terminate(record["pid"])
-    path.unlink(missing_ok=True)
+    path.replace(stopped_record_path(stage))
     return record
 
 

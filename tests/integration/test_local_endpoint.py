@@ -235,6 +235,7 @@ def test_background_process_start_replace_stop_and_gate_cli(fitted, staging, sta
     stop("staging")
     assert not process._alive(second["pid"])
     assert not (state / "endpoints" / "staging.json").exists()
+    assert (state / "endpoints" / "staging.stopped.json").exists()
     with pytest.raises(EndpointError, match="no local endpoint is running for stage 'staging'"):
         status("staging")
     assert gate.main(args + ["--max-rmse", "3"]) == 2

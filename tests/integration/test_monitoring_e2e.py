@@ -96,6 +96,14 @@ def test_empty_window_is_an_error_not_a_verdict(staging):
     assert "no " in result.stdout and "record" in result.stdout
 
 
+def test_captured_traffic_is_still_checked_after_the_endpoint_stops(staging):
+    state, _ = staging
+    assert run_mlops(state, "endpoint", "stop", "staging").returncode == 0
+    result = run_mlops(state, "monitor", "run", "staging")
+    assert "model version 1" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 1  # the scaled traffic sent above is still in the capture
+
+
 @pytest.fixture(scope="module")
 def new_category_staging(tmp_path_factory):
     """A model whose schema allows sex 'X', which the training data never has: the endpoint
