@@ -32,11 +32,7 @@ class LocalStore:
         return self.path(uri).exists()
 
     def put_bytes(self, uri: str, data: bytes) -> str:
-        target = self.path(uri)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        partial.write_bytes(data)
-        partial.replace(target)
+        write_atomic(self.path(uri), data)
         return uri
 
     def put_file(self, source: Path, uri: str) -> str:
@@ -79,6 +75,16 @@ class LocalStore:
             for p in base.rglob("*")
             if p.is_file()
         )
+
+
+def write_atomic(path: Path, data: bytes | str) -> Path:
+    """Write a whole file or nothing: a reader never sees half of it (the rename is atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data.encode() if isinstance(data, str) else data)
+    partial.replace(path)
+    return path
 
 
 def content_hash(*paths: Path) -> str:

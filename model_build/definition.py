@@ -19,6 +19,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from mlops.config import CONFIG_FILE, ROOT, Config, state_dir
+from mlops.store import write_atomic
 from mlops.targets import Target
 
 PIPELINE_SOURCES = Path(__file__).resolve().parent
@@ -90,16 +91,9 @@ def load_or_build(config: Config, target: Target, *, force: bool = False,
     if not force and cache.exists():
         text = cache.read_text()
         if all(target.exists(uri) for uri in _code_uris(text, target, config)):
-            _write(kind.output, text)
+            write_atomic(kind.output, text)
             return json.loads(text), True
     text = build(config, target, kind)
-    _write(cache, text)
-    _write(kind.output, text)
+    write_atomic(cache, text)
+    write_atomic(kind.output, text)
     return json.loads(text), False
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    partial.replace(path)

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from mlops.config import ROOT, state_dir
+from mlops.store import write_atomic
 
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 10
@@ -132,7 +133,7 @@ def start(
         "model_info": model_info or {},
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _write(record_path, record)
+    write_atomic(record_path, json.dumps(record, indent=2))
     if previous and previous["pid"] != process.pid:
         _terminate(previous["pid"])
     return record
@@ -157,12 +158,6 @@ def _read(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
-
-
-def _write(path: Path, record: dict):
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(record, indent=2))
-    partial.replace(path)
 
 
 def status(stage: str) -> dict:

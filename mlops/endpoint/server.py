@@ -22,6 +22,7 @@ from pathlib import Path
 from types import ModuleType
 
 from mlops.endpoint.capture import CaptureWriter
+from mlops.store import write_atomic
 
 MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoints refuse larger payloads
 HANDLERS = ("model_fn", "input_fn", "predict_fn", "output_fn")
@@ -181,9 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, _stop)
     if args.ready_file:
-        partial = args.ready_file.with_name(args.ready_file.name + ".partial")
-        partial.write_text(json.dumps({"pid": os.getpid(), "port": server.server_address[1]}))
-        partial.replace(args.ready_file)
+        write_atomic(args.ready_file,
+                     json.dumps({"pid": os.getpid(), "port": server.server_address[1]}))
     print(f"serving {args.model_dir} at {server.url}", file=sys.stderr, flush=True)
     try:
         server.serve_forever()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mlops.engine.errors import DefinitionError
 from mlops.engine.tuning import model_uris
-from mlops.store import LocalStore, StoreError
+from mlops.store import LocalStore, StoreError, write_atomic
 
 CACHED_TYPES = ("Processing", "Training", "Tuning", "Transform")
 # SageMaker's documented cache key attributes ("Default cache key attributes by pipeline step
@@ -134,8 +134,4 @@ class StepCache:
             "properties": properties,
             "outputs": {uri: self._hash(uri) for uri in output_uris(step_type, properties)},
         }
-        path = self._entry_path(pipeline, step, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(entry, default=str))
-        partial.replace(path)
+        write_atomic(self._entry_path(pipeline, step, key), json.dumps(entry, default=str))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mlops.config import state_dir
 from mlops.engine.errors import EngineError
+from mlops.store import write_atomic
 
 EXECUTION_STATUSES = ("Executing", "Succeeded", "Failed", "Stopped")
 STEP_STATUSES = ("Starting", "Executing", "Succeeded", "Failed", "Skipped")
@@ -37,11 +38,8 @@ class ExecutionRecord:
         self._write()
 
     def _write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(self.path.name + ".partial")
-        partial.write_text(json.dumps({"execution": self.execution, "steps": self.steps},
-                                      indent=1, default=str))
-        partial.replace(self.path)
+        write_atomic(self.path, json.dumps({"execution": self.execution, "steps": self.steps},
+                                           indent=1, default=str))
 
     def update(self, **fields) -> dict:
         with self._lock:
