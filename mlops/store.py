@@ -87,10 +87,20 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
     return path
 
 
+def named_files(path: Path) -> list[tuple[str, Path]]:
+    """A file as (its name, itself), or every file under a directory by its relative path."""
+    path = Path(path)
+    if path.is_dir():
+        return [(f.relative_to(path).as_posix(), f) for f in sorted(path.rglob("*"))
+                if f.is_file()]
+    return [(path.name, path)]
+
+
 def content_hash(*paths: Path) -> str:
-    """A short SHA-256 of file contents, to address uploaded code and data by what it holds."""
+    """A short SHA-256 of files (or directory trees), to address uploads by what they hold."""
     digest = hashlib.sha256()
     for path in sorted(Path(p) for p in paths):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
+        for name, file in named_files(path):
+            digest.update(name.encode())
+            digest.update(file.read_bytes())
     return digest.hexdigest()[:16]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
 import json
 import os
 import tarfile
@@ -60,6 +59,7 @@ from sagemaker.train import ModelTrainer
 from sagemaker.train.tuner import HyperparameterTuner
 
 from mlops.config import CONFIG_FILE, TUNING_OBJECTIVES, Config, ConfigError, Tuning
+from mlops.store import content_hash, named_files
 from mlops.targets import Target
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
@@ -89,19 +89,6 @@ SageMakerConfig.validate_sagemaker_config = staticmethod(
 )
 
 
-def digest(path: Path) -> str:
-    """Content hash of a file or a directory tree (names and bytes), 16 hex digits."""
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    sha = hashlib.sha256()
-    for file in files:
-        sha.update(
-            (file.relative_to(path) if path.is_dir() else Path(file.name)).as_posix().encode()
-        )
-        sha.update(file.read_bytes())
-    return sha.hexdigest()[:16]
-
-
 class ContentAddressedSession(PipelineSession):
     """A PipelineSession whose uploads land under `<prefix>/<content hash>/` in the target's store.
 
@@ -121,10 +108,8 @@ class ContentAddressedSession(PipelineSession):
 
     def upload_data(self, path, bucket=None, key_prefix="data", callback=None, extra_args=None):
         path = Path(path)
-        base = f"s3://{bucket or self.default_bucket()}/{self._prefix}/{digest(path)}"
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            name = file.relative_to(path).as_posix() if path.is_dir() else file.name
+        base = f"s3://{bucket or self.default_bucket()}/{self._prefix}/{content_hash(path)}"
+        for name, file in named_files(path):
             self._upload(file, f"{base}/{name}")
         return base if path.is_dir() else f"{base}/{path.name}"
 
