@@ -88,11 +88,15 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
 
 
 def named_files(path: Path) -> list[tuple[str, Path]]:
-    """A file as (its name, itself), or every file under a directory by its relative path."""
+    """A file as (its name, itself), or every file under a directory by its relative path.
+
+    `__pycache__` is left out: it holds whatever the last Python to import the code compiled,
+    so it would make the same code hash (and upload) differently from one machine to another.
+    """
     path = Path(path)
     if path.is_dir():
         return [(f.relative_to(path).as_posix(), f) for f in sorted(path.rglob("*"))
-                if f.is_file()]
+                if f.is_file() and "__pycache__" not in f.relative_to(path).parts]
     return [(path.name, path)]
 
 
