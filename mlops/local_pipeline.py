@@ -28,7 +28,6 @@ STATUS_STYLE = {"Succeeded": "green", "Failed": "red", "Executing": "yellow",
 @dataclass
 class RunResult:
     execution: dict
-    definition_reused: bool
 
     @property
     def succeeded(self) -> bool:
@@ -74,8 +73,8 @@ def run(config: Config, parameters: dict, console: Console | None = None) -> Run
 
         execution = runner.run(pipeline, parameters, pipeline_name=config.pipeline_name,
                                on_step_event=on_step_event, region=target.region)
-    result = RunResult(execution, reused)
-    console.print(summary(result, config, pipeline))
+    result = RunResult(execution)
+    console.print(summary(result, config))
     return result
 
 
@@ -111,7 +110,7 @@ def _tuning_note(properties: dict) -> str:
             f"{metric['MetricName']}={metric['Value']:.4g} {best['TunedHyperParameters']}")
 
 
-def _metric(result: RunResult, config: Config, pipeline: dict) -> str | None:
+def _metric(result: RunResult, config: Config) -> str | None:
     """The evaluation metric against the threshold the execution used."""
     evaluate = result.step("Evaluate")
     outputs = evaluate.get("Outputs") or []
@@ -125,13 +124,13 @@ def _metric(result: RunResult, config: Config, pipeline: dict) -> str | None:
     return f"test {config.metric} {value:.4f} {verdict} the threshold {threshold:g}"
 
 
-def summary(result: RunResult, config: Config, pipeline: dict) -> Group:
+def summary(result: RunResult, config: Config) -> Group:
     execution = result.execution
     status = execution["PipelineExecutionStatus"]
     lines = [_progress({s["StepName"]: s for s in execution["Steps"]}),
              f"execution {execution['ExecutionId']}: "
              f"[{STATUS_STYLE.get(status, '')}]{status}[/]"]
-    metric = _metric(result, config, pipeline)
+    metric = _metric(result, config)
     if metric:
         lines.append(metric)
     register = result.step("RegisterModel")

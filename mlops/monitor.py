@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlops import config as mlops_config
+from mlops.endpoint import process
 from mlops.registry import LocalRegistry, RegistryError
 from mlops.store import LocalStore, StoreError
 from model_deploy.monitoring import drift_check
@@ -52,19 +53,6 @@ class MonitorResult:
     report_path: Path
     metrics_uri: str = ""
     window: dict = field(default_factory=dict)
-
-
-def endpoint_record(stage: str, home: Path | None = None) -> dict:
-    """The stage's running endpoint, or else the one stopped last (its capture stays)."""
-    path = Path(home or mlops_config.state_dir()) / "endpoints" / f"{stage}.json"
-    if not path.exists() and path.with_suffix(".stopped.json").exists():
-        path = path.with_suffix(".stopped.json")
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MonitorError(f"no endpoint deployed for stage {stage} (no {path})") from None
-    except json.JSONDecodeError as err:
-        raise MonitorError(f"endpoint record {path} is not valid JSON: {err}") from None
 
 
 def baseline_uris(registry: LocalRegistry, package_arn: str) -> tuple[str, str]:
@@ -120,13 +108,15 @@ def run_local(
     cfg: mlops_config.Config | None = None,
     store: LocalStore | None = None,
     registry: LocalRegistry | None = None,
-    home: Path | None = None,
 ) -> MonitorResult:
     """Check the traffic the stage's endpoint captured in [start, end) against its baseline."""
     cfg = cfg or mlops_config.load()
     store = store or LocalStore()
     registry = registry or LocalRegistry(region=cfg.local.get("region", "us-east-1"))
-    endpoint = endpoint_record(stage, home)
+    try:
+        endpoint = process.last_record(stage)  # a stopped endpoint's capture stays checkable
+    except process.EndpointError as err:
+        raise MonitorError(str(err)) from None
     info = endpoint.get("model_info") or {}
     if "ModelPackageArn" not in info or "ModelPackageVersion" not in info:
         raise MonitorError(f"the endpoint of stage {stage} records no model package version")

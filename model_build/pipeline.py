@@ -191,15 +191,7 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
             sagemaker_session=session,
         )
 
-    schema_input = ProcessingInput(
-        input_name="schema",
-        s3_input={
-            "s3_uri": schema_uri,
-            "local_path": f"{PROCESSING}/input/schema",
-            "s3_data_type": "S3Prefix",
-            "s3_input_mode": "File",
-        },
-    )
+    schema_input = _input("schema", schema_uri, f"{PROCESSING}/input/schema")
     preprocess = ProcessingStep(
         name="ValidateAndPreprocess",
         step_args=processor("preprocess").run(

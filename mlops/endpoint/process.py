@@ -158,6 +158,8 @@ def _read(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
+    except json.JSONDecodeError as err:
+        raise EndpointError(f"endpoint record {path} is not valid JSON: {err}") from None
 
 
 def status(stage: str) -> dict:
@@ -176,6 +178,15 @@ def status(stage: str) -> dict:
 def stopped_record_path(stage: str) -> Path:
     """Where a stopped endpoint's record stays, so its captured traffic can still be checked."""
     return _record_path(stage).with_suffix(".stopped.json")
+
+
+def last_record(stage: str) -> dict:
+    """The record of the stage's running endpoint, or else of the one stopped last."""
+    for path in (_record_path(stage), stopped_record_path(stage)):
+        record = _read(path)
+        if record is not None:
+            return record
+    raise EndpointError(f"no endpoint deployed for stage {stage}")
 
 
 def stop(stage: str) -> dict:
