@@ -123,9 +123,9 @@ class Config:
         }
 
 
-def _require(table: dict, key: str, where: str):
+def _require(table: dict, key: str, where: str, path: Path):
     if key not in table:
-        raise ConfigError(f"{CONFIG_FILE.name}: [{where}] needs '{key}'")
+        raise ConfigError(f"{path.name}: [{where}] needs '{key}'")
     return table[key]
 
 
@@ -139,7 +139,7 @@ def load(path: Path | None = None) -> Config:
         raise ConfigError(f"{path.name} is not valid TOML: {err}") from None
     project, data, model = raw.get("project", {}), raw.get("data", {}), raw.get("model", {})
     features = []
-    for name, spec in _require(data, "features", "data").items():
+    for name, spec in _require(data, "features", "data", path).items():
         kind = spec.get("type")
         if kind not in FEATURE_TYPES:
             raise ConfigError(
@@ -169,17 +169,17 @@ def load(path: Path | None = None) -> Config:
             f"but [tuning] is on for {', '.join(on)}; set those to false or use "
             "selection = \"single\" to tune [model.hyperparameters]"
         )
-    data_file = Path(_require(data, "file", "data"))
+    data_file = Path(_require(data, "file", "data", path))
     return Config(
-        project=_require(project, "name", "project"),
+        project=_require(project, "name", "project", path),
         data_file=data_file if data_file.is_absolute() else path.parent / data_file,
-        target=_require(data, "target", "data"),
+        target=_require(data, "target", "data", path),
         features=tuple(features),
         seed=int(data.get("seed", 42)),
         validation_fraction=float(data.get("validation_fraction", 0.15)),
         test_fraction=float(data.get("test_fraction", 0.15)),
         metric=metric,
-        threshold=float(_require(model, "threshold", "model")),
+        threshold=float(_require(model, "threshold", "model", path)),
         hyperparameters=hyperparameters,
         aws=dict(raw.get("aws", {})),
         local=dict(raw.get("local", {})),
