@@ -18,10 +18,10 @@ from mlops.engine import runner
 from mlops.registry import LocalRegistry
 from mlops.store import LocalStore, content_hash
 from model_build import definition
+from model_deploy import build
 from model_deploy.build import newest_approved_package
 
 OUTPUT_DIR = ROOT / "build" / "batch"
-BATCH_TEMPLATE = ROOT / "cloudformation" / "batch.yml"
 BATCH = definition.Kind(
     factory="model_deploy.batch:get_batch_pipeline",
     sources=(ROOT / "model_deploy" / "batch.py", definition.PIPELINE_SOURCES / "pipeline.py"),
@@ -98,27 +98,33 @@ def summary(result: BatchResult) -> list[str]:
     return lines
 
 
+def publish_definition(config: Config, target: targets.Target) -> str:
+    """Build the batch definition for `target` and upload it under a content-addressed key;
+    return the key (the batch stack's DefinitionKey)."""
+    definition.load_or_build(config, target, force=True, kind=BATCH)
+    key = f"{config.project}/code/batch/{content_hash(BATCH.output)}/{BATCH.output.name}"
+    target.upload(BATCH.output, f"s3://{target.bucket}/{key}")
+    return key
+
+
 def deploy_schedule(config: Config, *, sagemaker, cloudformation, s3_client=None,
                     echo=print, **parameters: str) -> dict[str, str]:
     """The aws target: upload the batch definition and create or update `<project>-batch`.
 
-    The schedule scores with the newest approved package at deploy time, as the endpoint
-    stacks do; run it again after approving a new version. Extra keyword arguments are
-    stack parameters (ScheduleExpression, TransformInstanceType, ...).
+    The same parameters the deploy pipeline's batch action uses (`model_deploy/batch-config.json`
+    with the newest approved package); extra keyword arguments override them
+    (ScheduleExpression, TransformInstanceType, ...). The deploy pipeline redeploys the stack
+    after each production deployment; this is for a project without it, or to change the
+    schedule by hand.
     """
     from mlops import infra
 
     target = targets.aws(config, s3_client)
     package = newest_approved_package(sagemaker, config.model_package_group)
-    definition.load_or_build(config, target, force=True, kind=BATCH)
-    key = f"{config.project}/code/batch/{content_hash(BATCH.output)}/{BATCH.output.name}"
-    target.upload(BATCH.output, f"s3://{target.bucket}/{key}")
+    names = build.Names(project=config.project, bucket=target.bucket, role_arn=target.role)
+    configuration = build.batch_configuration(
+        build.read_stage_config(build.HERE / build.BATCH_CONFIG), package, names,
+        publish_definition(config, target))
     echo(f"{pipeline_name(config)}: scoring with {package['ModelPackageArn']}")
-    return infra.deploy(pipeline_name(config), {
-        "ProjectName": config.project,
-        "ModelPackageArn": package["ModelPackageArn"],
-        "ExecutionRoleArn": target.role,
-        "ArtifactBucket": target.bucket,
-        "DefinitionKey": key,
-        **parameters,
-    }, cloudformation, template=BATCH_TEMPLATE, echo=echo)
+    return infra.deploy(pipeline_name(config), {**configuration["Parameters"], **parameters},
+                        cloudformation, template=build.BATCH_TEMPLATE, echo=echo)

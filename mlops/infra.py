@@ -12,10 +12,12 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import ClientError, WaiterError
 
+from mlops import templates
 from mlops.config import ROOT, Config
 
 TEMPLATE = ROOT / "cloudformation" / "project.yml"
-# CloudFormation refuses a TemplateBody larger than this; bigger templates need an S3 URL.
+# CloudFormation refuses a TemplateBody larger than this, even as compact JSON; bigger
+# templates need an S3 URL.
 MAX_TEMPLATE_BODY = 51_200
 SOURCE_TYPES = ("CodeConnections", "CodeCommit")
 WAIT = {"Delay": 10, "MaxAttempts": 360}
@@ -80,9 +82,10 @@ def deploy(
 ) -> dict[str, str]:
     """Create or update the stack, wait for it, print and return its outputs."""
     cfn = _client("cloudformation", client)
-    body = Path(template).read_text()
+    body = templates.compact_body(template)
     if len(body.encode()) > MAX_TEMPLATE_BODY:
-        raise InfraError(f"{template} is over {MAX_TEMPLATE_BODY} bytes, CloudFormation's limit")
+        raise InfraError(f"{template} is over {MAX_TEMPLATE_BODY} bytes as compact JSON, "
+                         "CloudFormation's TemplateBody limit")
     request = {
         "StackName": stack_name,
         "TemplateBody": body,

@@ -3,7 +3,9 @@
 Runs in the deploy CodeBuild stage (`make deploy-build`) and locally. It writes, into one
 output directory, `template-export.yml` (the endpoint template) and `<stage>-config.json` per
 stage in CodePipeline's TemplateConfiguration format: the stage's config file merged with the
-chosen package (ARN, version, model data, drift baselines) and the project's names. Nothing is
+chosen package (ARN, version, model data, drift baselines) and the project's names. Given the
+key of an uploaded batch definition (the AWS build always has one), it also writes
+`batch-template.yml` and `batch-config.json` for the scheduled batch scoring stack. Nothing is
 written unless every file can be.
 
 The sagemaker client is injected: a boto3 client, or `mlops.registry.LocalRegistry`.
@@ -14,15 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from mlops import targets
+from mlops import targets, templates
 from mlops.config import Config, ConfigError
 from mlops.config import load as load_config
 from mlops.store import content_hash
@@ -30,7 +31,9 @@ from mlops.targets import Target, TargetError
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE.parent / "cloudformation" / "endpoint.yml"
+BATCH_TEMPLATE = HERE.parent / "cloudformation" / "batch.yml"
 STAGES = ("staging", "prod")
+BATCH_CONFIG = "batch-config.json"
 MONITOR_CODE = HERE / "monitoring"
 # The endpoint template copies the baselines to fixed local names (docs/contracts.md).
 BASELINE_FILES = {"BaselineStatisticsUri": "statistics.json",
@@ -108,13 +111,8 @@ def package_parameters(package: dict) -> dict[str, str]:
 
 
 def template_parameters(template: Path = TEMPLATE) -> dict[str, dict]:
-    """The template's Parameters section (CloudFormation tags such as !Ref read as plain)."""
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_multi_constructor("!", lambda loader, tag, node: None)
-    return yaml.load(template.read_text(), Loader=Loader)["Parameters"]
+    """The template's Parameters section."""
+    return templates.load(template)["Parameters"]
 
 
 def read_stage_config(path: Path) -> dict:
@@ -140,29 +138,67 @@ def stage_configuration(stage: str, config: dict, package: dict, names: Names,
     parameters.update(package_parameters(package))
     parameters["StageName"] = stage
     check_parameters(parameters, declared, package, source)
-    tags = {
-        **{key: str(value) for key, value in config.get("Tags", {}).items()},
-        "mlops:project": names.project,
-        "mlops:stage": stage,
-        "mlops:model-package": f"{package['ModelPackageGroupName']}/{parameters['ModelVersion']}",
+    return _configuration(config, parameters, package, names, {"mlops:stage": stage})
+
+
+def batch_configuration(config: dict, package: dict, names: Names, definition_key: str,
+                        source: str = BATCH_CONFIG) -> dict:
+    """The batch stack's TemplateConfiguration: the batch config file, then the package, the
+    uploaded batch definition and the project's names."""
+    parameters = {key: str(value) for key, value in config["Parameters"].items()}
+    parameters.update({
+        "ProjectName": names.project,
+        "ModelPackageArn": package["ModelPackageArn"],
+        "ExecutionRoleArn": names.role_arn,
+        "ArtifactBucket": names.bucket,
+        "DefinitionKey": definition_key,
+    })
+    check_declared(parameters, template_parameters(BATCH_TEMPLATE), BATCH_TEMPLATE, source)
+    return _configuration(config, parameters, package, names, {"mlops:stage": "batch"})
+
+
+def _configuration(config: dict, parameters: dict[str, str], package: dict, names: Names,
+                   tags: dict[str, str]) -> dict:
+    version = package["ModelPackageVersion"]
+    result = {
+        "Parameters": parameters,
+        "Tags": {
+            **{key: str(value) for key, value in config.get("Tags", {}).items()},
+            "mlops:project": names.project,
+            **tags,
+            "mlops:model-package": f"{package['ModelPackageGroupName']}/{version}",
+        },
     }
-    result = {"Parameters": parameters, "Tags": tags}
     if "StackPolicy" in config:
         result["StackPolicy"] = config["StackPolicy"]
     return result
 
 
+def check_declared(parameters: dict[str, str], declared: dict[str, dict], template: Path,
+                   source: str, may_be_empty: tuple[str, ...] = ()) -> None:
+    """Refuse parameters the template does not declare, lacks or would reject by its
+    AllowedValues or AllowedPattern, as CloudFormation would later."""
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise BuildError(f"{source}: parameters {unknown} are not in {template.name}")
+    missing = sorted(k for k, spec in declared.items() if "Default" not in spec
+                     and not parameters.get(k) and k not in may_be_empty)
+    if missing:
+        raise BuildError(f"{source}: parameters {missing} need a value")
+    for key, value in parameters.items():
+        allowed = declared[key].get("AllowedValues")
+        if allowed is not None and value not in [str(v) for v in allowed]:
+            raise BuildError(f"{source}: {key} is {value!r}, not one of {allowed}")
+        pattern = declared[key].get("AllowedPattern")
+        if pattern is not None and value and not re.fullmatch(pattern, value):
+            raise BuildError(f"{source}: {key} {value!r} does not match {pattern}")
+
+
 def check_parameters(parameters: dict[str, str], declared: dict[str, dict], package: dict,
                      source: str) -> None:
     """Refuse what CloudFormation would refuse later, or a stack that cannot monitor."""
-    unknown = sorted(set(parameters) - set(declared))
-    if unknown:
-        raise BuildError(f"{source}: parameters {unknown} are not in {TEMPLATE.name}")
     # An empty baseline is legal without monitoring; the monitoring check below covers it.
-    missing = sorted(k for k, spec in declared.items() if "Default" not in spec
-                     and not parameters.get(k) and k not in BASELINE_FILES)
-    if missing:
-        raise BuildError(f"{source}: parameters {missing} need a value")
+    check_declared(parameters, declared, TEMPLATE, source, tuple(BASELINE_FILES))
     for key in ("InitialInstanceCount", "MinCapacity", "MaxCapacity"):
         if key in parameters and not parameters[key].isdigit():
             raise BuildError(f"{source}: {key} must be a whole number, not {parameters[key]!r}")
@@ -192,8 +228,9 @@ def check_parameters(parameters: dict[str, str], declared: dict[str, dict], pack
 
 
 def build(client, group: str, names: Names, output_dir: Path,
-          config_dir: Path = HERE, page_size: int = 100) -> dict:
-    """Write the template and every stage's configuration; return the chosen package."""
+          config_dir: Path = HERE, page_size: int = 100,
+          batch_definition_key: str | None = None) -> dict:
+    """Write the templates and every stack's configuration; return the chosen package."""
     package = newest_approved_package(client, group, page_size)
     declared = template_parameters()
     documents = {}
@@ -202,16 +239,23 @@ def build(client, group: str, names: Names, output_dir: Path,
         config = read_stage_config(path)
         documents[path.name] = stage_configuration(stage, config, package, names, declared,
                                                    path.name)
-    publish(documents, Path(output_dir))
+    templates_out = {"template-export.yml": TEMPLATE}
+    if batch_definition_key is not None:
+        config = read_stage_config(Path(config_dir) / BATCH_CONFIG)
+        documents[BATCH_CONFIG] = batch_configuration(config, package, names,
+                                                      batch_definition_key)
+        templates_out["batch-template.yml"] = BATCH_TEMPLATE
+    publish(templates_out, documents, Path(output_dir))
     return package
 
 
-def publish(documents: dict[str, dict], output_dir: Path) -> None:
+def publish(templates_out: dict[str, Path], documents: dict[str, dict], output_dir: Path) -> None:
     """Write everything beside the output directory first, then move it into place."""
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=".deploy-build-") as tmp:
         staging = Path(tmp)
-        shutil.copyfile(TEMPLATE, staging / "template-export.yml")
+        for name, template in templates_out.items():
+            shutil.copyfile(template, staging / name)
         for name, document in documents.items():
             (staging / name).write_text(json.dumps(document, indent=2) + "\n")
         output_dir.mkdir(exist_ok=True)
@@ -264,13 +308,16 @@ def main(argv: list[str] | None = None) -> int:
     import boto3  # the AWS target is the only place a real client is made
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from mlops import batch  # imports this module: load it once this one is loaded
+
     args = parse_args(argv)
     try:
         config = load_config()
         target = targets.aws(config)
         names = project_names(config, target)
         package = build(boto3.client("sagemaker", region_name=target.region),
-                        config.model_package_group, names, args.output_dir, args.config_dir)
+                        config.model_package_group, names, args.output_dir, args.config_dir,
+                        batch_definition_key=batch.publish_definition(config, target))
     except (BuildError, ConfigError, TargetError, BotoCoreError, ClientError) as err:
         print(f"deploy build failed: {err}", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ from cfnlint.decode.cfn_yaml import load as load_template
 from moto import mock_aws
 from moto.cloudformation.parsing import get_model_map
 
-from mlops import infra
+from mlops import infra, templates
 from mlops.config import ROOT
 
 TEMPLATE = ROOT / "cloudformation" / "project.yml"
@@ -261,8 +261,20 @@ def test_deploy_buildspec_exports_what_the_pipeline_deploys(template):
             config = action["Configuration"]
             used |= {config[k].split("::")[1] for k in ("TemplatePath", "TemplateConfiguration")
                      if k in config}
-    assert used == {"template-export.yml", "staging-config.json", "prod-config.json"}
-    assert used <= exported
+    assert used == exported == {"template-export.yml", "staging-config.json", "prod-config.json",
+                                "batch-template.yml", "batch-config.json"}
+
+
+def test_batch_stack_follows_the_prod_stack_under_the_cli_stack_name(resolved, project_config):
+    from mlops import batch
+
+    actions = {s["Name"]: s["Actions"] for s in
+               resolved["ModelDeployPipeline"]["Properties"]["Stages"]}["DeployProd"]
+    order = {a["Name"]: a.get("RunOrder", 1) for a in actions}
+    assert order["DeployProdStack"] < order["DeployBatchStack"]
+    (batch_action,) = [a for a in actions if a["Name"] == "DeployBatchStack"]
+    # `mlops batch deploy` (make deploy-batch) updates the same stack.
+    assert batch_action["Configuration"]["StackName"] == batch.pipeline_name(project_config)
 
 
 def test_staging_test_buildspec_exists_and_runs_commands():
@@ -512,6 +524,7 @@ def test_star_resources_are_justified_in_the_template():
     ("DeployBuildRole", "sagemaker:DescribeModelPackage", f"model-package/{PROJECT}-models/3"),
     ("StagingTestRole", "sagemaker:InvokeEndpoint", f"endpoint/{PROJECT}-staging"),
     ("CloudFormationDeployRole", "sagemaker:CreateEndpoint", f"endpoint/{PROJECT}-prod"),
+    ("CloudFormationDeployRole", "sagemaker:CreatePipeline", f"pipeline/{PROJECT}-batch"),
 ])
 def test_roles_grant_what_the_pipelines_need(resolved, role, action, resource):
     assert allows(resolved, role, action, arn("sagemaker", resource))
@@ -524,6 +537,7 @@ def test_roles_grant_what_the_pipelines_need(resolved, role, action, resource):
     ("SageMakerExecutionRole", "sagemaker:CreateModelPackage", "model-package-group/other-models"),
     ("StagingTestRole", "sagemaker:InvokeEndpoint", f"endpoint/{PROJECT}-prod"),
     ("CloudFormationDeployRole", "sagemaker:CreateEndpoint", "endpoint/other-prod"),
+    ("CloudFormationDeployRole", "sagemaker:UpdatePipeline", f"pipeline/{PROJECT}-train"),
     ("DeployBuildRole", "sagemaker:UpdateModelPackage", f"model-package/{PROJECT}-models/3"),
 ])
 def test_roles_stop_at_the_projects_resources(resolved, role, action, resource):
@@ -539,7 +553,7 @@ def test_pipeline_roles_start_their_own_builds_and_stacks(resolved):
     for name in ("deploy-build", "staging-test"):
         assert allows(resolved, "ModelDeployPipelineRole", "codebuild:StartBuild",
                       project.format(f"{PROJECT}-{name}"))
-    for stage in ("staging", "prod"):
+    for stage in ("staging", "prod", "batch"):
         stack = arn("cloudformation", f"stack/{PROJECT}-{stage}/f1e2d3")
         assert allows(resolved, "ModelDeployPipelineRole", "cloudformation:CreateStack", stack)
     assert not allows(resolved, "ModelDeployPipelineRole", "cloudformation:CreateStack",
@@ -557,6 +571,22 @@ def test_build_roles_reach_only_their_part_of_the_data_bucket(resolved):
     assert allows(resolved, "StagingTestRole", "s3:GetObject", f"{data}/executions/e1/test.csv")
     assert not allows(resolved, "StagingTestRole", "s3:PutObject", f"{data}/executions/e1/t.csv")
     assert allows(resolved, "ModelBuildRole", "s3:PutObject", f"{data}/code/train.py")
+    # CloudFormation reads the batch definition the deploy build uploaded, nothing else there.
+    definition = f"{data}/code/batch/0a1b/batch-definition.json"
+    assert allows(resolved, "DeployBuildRole", "s3:PutObject", definition)
+    assert allows(resolved, "CloudFormationDeployRole", "s3:GetObject", definition)
+    assert not allows(resolved, "CloudFormationDeployRole", "s3:GetObject",
+                      f"{data}/data/raw/x.csv")
+
+
+def test_deploy_role_manages_the_batch_stacks_roles_only(resolved):
+    role = f"arn:aws:iam::{ACCOUNT}:role/{PROJECT}-batch-PipelineRole-a1b2"
+    for action in ("iam:CreateRole", "iam:PutRolePolicy", "iam:PassRole"):
+        assert allows(resolved, "CloudFormationDeployRole", action, role)
+    assert not allows(resolved, "CloudFormationDeployRole", "iam:CreateRole",
+                      f"arn:aws:iam::{ACCOUNT}:role/other-batch-PipelineRole-a1b2")
+    assert allows(resolved, "CloudFormationDeployRole", "scheduler:CreateSchedule",
+                  arn("scheduler", f"schedule/default/{PROJECT}-prod-batch"))
 
 
 def test_roles_pass_only_the_roles_their_service_needs(resolved):
@@ -602,7 +632,7 @@ def test_every_bucket_denies_plain_http(resolved):
 
 
 def test_template_fits_in_a_create_stack_call():
-    assert len(TEMPLATE.read_bytes()) <= infra.MAX_TEMPLATE_BODY
+    assert len(templates.compact_body(TEMPLATE).encode()) <= infra.MAX_TEMPLATE_BODY
 
 
 def moto_copy(source: dict) -> dict:
@@ -852,6 +882,6 @@ def test_parameter_defaults_match_the_project_naming(template, project_config):
 
 def test_deploy_refuses_a_template_over_the_size_limit(tmp_path):
     big = tmp_path / "big.yml"
-    big.write_text("#" * (infra.MAX_TEMPLATE_BODY + 1))
-    with pytest.raises(infra.InfraError, match="over 51200 bytes"):
+    big.write_text(f"Description: {'x' * infra.MAX_TEMPLATE_BODY}\n")
+    with pytest.raises(infra.InfraError, match="over 51200 bytes as compact JSON"):
         infra.deploy("s", {}, client=object(), template=big)

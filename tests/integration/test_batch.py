@@ -184,11 +184,12 @@ def test_batch_deploy_uploads_the_definition_and_schedules_the_approved_model(
     """`mlops batch deploy` on the aws target, against moto: newest approved package in the
     stack parameters, the definition uploaded where the stack reads it."""
     from mlops import batch
+    from model_deploy import build
 
     copy = tmp_path / "batch.yml"
     copy.write_text(json.dumps(json.loads(json.dumps(load_template(str(TEMPLATE))).replace(
         "${BatchPipeline}", "abalone-batch"))))
-    monkeypatch.setattr(batch, "BATCH_TEMPLATE", copy)
+    monkeypatch.setattr(build, "BATCH_TEMPLATE", copy)
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("MLOPS_BUCKET", "abalone-data")
     monkeypatch.setenv("MLOPS_ROLE_ARN", "arn:aws:iam::123456789012:role/abalone-sagemaker")
@@ -214,5 +215,8 @@ def test_batch_deploy_uploads_the_definition_and_schedules_the_approved_model(
                                             Key=parameters["DefinitionKey"])["Body"].read())
     assert outputs["ModelPackageArn"] == arns[1] == parameters["ModelPackageArn"]
     assert parameters["DefinitionKey"].startswith(f"{project_config.project}/code/batch/")
+    # The schedule the deploy pipeline's batch action uses: model_deploy/batch-config.json.
+    configured = json.loads((build.HERE / build.BATCH_CONFIG).read_text())["Parameters"]
+    assert configured.items() <= parameters.items()
     assert [s["Type"] for s in uploaded["Steps"]] == ["Model", "Transform"]
     assert "s3://abalone-data/" in json.dumps(uploaded)

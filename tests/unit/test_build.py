@@ -236,8 +236,53 @@ def test_main_reports_a_missing_approval_then_builds(moto_sagemaker, tmp_path, m
     params = json.loads((out / "staging-config.json").read_text())["Parameters"]
     assert params["ModelPackageArn"] == arn
     assert params["RetrainPipelineName"] == config.pipeline_name
+    batch = json.loads((out / "batch-config.json").read_text())["Parameters"]
+    assert batch["ModelPackageArn"] == arn
+    definition = json.loads(s3.get_object(Bucket="mlops-main", Key=batch["DefinitionKey"])[
+        "Body"].read())
+    assert [step["Type"] for step in definition["Steps"]] == ["Model", "Transform"]
     assert "sagemaker-scikit-learn" in params["DriftCheckImageUri"]
     assert "model-monitor" in params["MonitorImageUri"]
     code = params["DriftCheckCodeUri"].removeprefix("s3://mlops-main/")
     uploaded = {o["Key"] for o in s3.list_objects_v2(Bucket="mlops-main", Prefix=code)["Contents"]}
     assert code + "drift_check.py" in uploaded
+
+
+def test_batch_definition_key_adds_the_batch_stack_inputs(registry, tmp_path, request):
+    group = f"batch-{request.node.callspec.id}"
+    (arn,) = register(registry, group, 1)
+    set_status(registry, arn, "Approved")
+    key = "abalone/code/batch/0123abcd/batch-definition.json"
+
+    build.build(registry, group, NAMES, tmp_path / "out", batch_definition_key=key)
+
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "batch-config.json", "batch-template.yml", "prod-config.json", "staging-config.json",
+        "template-export.yml"]
+    assert (out / "batch-template.yml").read_bytes() == build.BATCH_TEMPLATE.read_bytes()
+    written = json.loads((out / "batch-config.json").read_text())
+    source = json.loads((build.HERE / "batch-config.json").read_text())
+    assert source["Parameters"].items() <= written["Parameters"].items()
+    assert {k: v for k, v in written["Parameters"].items() if k not in source["Parameters"]} == {
+        "ProjectName": "abalone", "ModelPackageArn": arn, "ExecutionRoleArn": NAMES.role_arn,
+        "ArtifactBucket": NAMES.bucket, "DefinitionKey": key}
+    assert set(written["Parameters"]) <= set(build.template_parameters(build.BATCH_TEMPLATE))
+    assert written["Tags"]["mlops:model-package"] == f"{group}/1"
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"ScheduleState": "enabled"}, r"ScheduleState is 'enabled', not one of \['ENABLED'"),
+    ({"TransformInstanceType": "m5.large"}, r"TransformInstanceType 'm5.large' does not match"),
+    ({"Schedule": "daily"}, r"batch-config.json: parameters \['Schedule'\] are not in batch.yml"),
+])
+def test_bad_batch_config_fails_naming_it_and_writes_nothing(moto_sagemaker, approved, tmp_path,
+                                                             edit, message):
+    config_dir = edited_configs(tmp_path, "prod")
+    config = json.loads((build.HERE / "batch-config.json").read_text())
+    config["Parameters"].update(edit)
+    (config_dir / "batch-config.json").write_text(json.dumps(config))
+    with pytest.raises(build.BuildError, match=message):
+        build.build(moto_sagemaker, approved, NAMES, tmp_path / "out", config_dir,
+                    batch_definition_key="k")
+    assert not (tmp_path / "out").exists()
