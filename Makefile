@@ -46,7 +46,7 @@ run-aws: install
 	$(BIN)/mlops pipeline run --target aws --wait
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-report=term
 
 lint: install $(CHECKOV) $(TASKCAT)
 	$(BIN)/ruff check .
