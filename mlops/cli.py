@@ -7,9 +7,11 @@ command that needs them, so `mlops registry list` answers at once.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
+from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -17,6 +19,7 @@ from rich.table import Table
 from mlops import config as project_config
 
 console = Console(highlight=False)
+errors = Console(highlight=False, stderr=True)
 STAGES = ("staging", "prod")
 
 
@@ -446,16 +449,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The sagemaker SDK sets the root logger to INFO; botocore's credential and endpoint
+    # notes are noise in a build log.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    # AWS refusals (access denied, throttling, a missing resource) are user-facing too.
+    except (ValueError, FileNotFoundError, BotoCoreError, ClientError) as err:
         if os.environ.get("MLOPS_DEBUG"):
             raise
-        console.print(f"[red]error:[/red] {escape(str(err))}")
+        errors.print(f"[red]error:[/red] {escape(str(err))}")
         return 2
     except KeyboardInterrupt:
-        console.print("interrupted")
+        errors.print("interrupted")
         return 130
 
 

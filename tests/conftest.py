@@ -28,9 +28,11 @@ os.environ.update(
 os.environ.pop("AWS_PROFILE", None)
 
 
-def run_mlops(state: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """The `mlops` command line, as a person runs it, against its own state directory."""
-    env = {**os.environ, "MLOPS_HOME": str(state), "COLUMNS": "200"}
+def run_mlops(state: Path, *args: str, timeout: float = 600,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The `mlops` command line, as a person runs it, against its own state directory
+    (`env`: extra environment variables)."""
+    env = {**os.environ, "MLOPS_HOME": str(state), "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "mlops.cli", *args], env=env, text=True,
                           capture_output=True, timeout=timeout)
 

@@ -117,7 +117,7 @@ def test_no_approved_package_is_one_clear_error_and_writes_nothing(fresh_state, 
 
     assert result.returncode == 2
     assert "no approved model package in group 'abalone-models': approve one first" in (
-        result.stdout)
+        result.stderr)
     assert "Traceback" not in result.stdout + result.stderr
     assert not output.exists()
     assert not (fresh_state / "s3" / "mlops-local" / "abalone" / "batch").exists()

@@ -33,17 +33,17 @@ def test_refusals_change_nothing(state, project_config):
 
     result = run_mlops(state, "deploy", "staging")
     assert result.returncode == 2
-    assert f"no approved model package in group '{group}'" in " ".join(result.stdout.split())
+    assert f"no approved model package in group '{group}'" in " ".join(result.stderr.split())
     assert not (state / "endpoints" / "staging.json").exists()
 
     result = run_mlops(state, "registry", "approve", "7")
-    assert result.returncode == 2 and f"{group}/7 does not exist" in result.stdout
+    assert result.returncode == 2 and f"{group}/7 does not exist" in result.stderr
     assert statuses(state, group) == before
 
     assert run_mlops(state, "registry", "approve", "1").returncode == 0
     result = run_mlops(state, "deploy", "prod")
     assert result.returncode == 2
-    assert "has not passed the staging endpoint test" in " ".join(result.stdout.split())
+    assert "has not passed the staging endpoint test" in " ".join(result.stderr.split())
     assert not (state / "endpoints" / "prod.json").exists()
 
 

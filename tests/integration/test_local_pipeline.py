@@ -102,7 +102,7 @@ def test_executions_and_steps_are_listed(second_run, state):
     for name in (*JOB_STEPS, "CheckMetric", "RegisterModel"):
         assert name in steps.stdout
     unknown = mlops(state, "pipeline", "steps", "no-such-execution")
-    assert unknown.returncode == 2 and "no-such-execution" in unknown.stdout
+    assert unknown.returncode == 2 and "no-such-execution" in unknown.stderr
 
 
 def test_unmet_threshold_fails_with_the_metric_and_registers_nothing(second_run, state,

@@ -92,8 +92,8 @@ def test_empty_window_is_an_error_not_a_verdict(staging):
     result = run_mlops(state, "monitor", "run", "staging", "--start", "2001-01-01T00:00:00Z",
                        "--end", "2001-01-02T00:00:00Z")
     assert result.returncode == 2
-    assert "no drift" not in result.stdout
-    assert "no " in result.stdout and "record" in result.stdout
+    assert "no drift" not in result.stdout + result.stderr
+    assert "no " in result.stderr and "record" in result.stderr
 
 
 def test_captured_traffic_is_still_checked_after_the_endpoint_stops(staging):
