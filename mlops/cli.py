@@ -19,7 +19,7 @@ from rich.table import Table
 from mlops import config as project_config
 
 console = Console(highlight=False)
-errors = Console(highlight=False, stderr=True)
+errors = Console(highlight=False, stderr=True, soft_wrap=True)  # one line per error, for logs
 STAGES = ("staging", "prod")
 
 
