@@ -121,7 +121,8 @@ def deploy_schedule(config: Config, *, sagemaker, cloudformation, s3_client=None
 
     target = targets.aws(config, s3_client)
     package = newest_approved_package(sagemaker, config.model_package_group)
-    names = build.Names(project=config.project, bucket=target.bucket, role_arn=target.role)
+    names = build.Names(project=config.project, bucket=target.bucket, role_arn=target.role,
+                        kms_key_arn=build.project_kms_key(target))
     configuration = build.batch_configuration(
         build.read_stage_config(build.HERE / build.BATCH_CONFIG), package, names,
         publish_definition(config, target))

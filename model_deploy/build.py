@@ -152,6 +152,7 @@ def batch_configuration(config: dict, package: dict, names: Names, definition_ke
         "ExecutionRoleArn": names.role_arn,
         "ArtifactBucket": names.bucket,
         "DefinitionKey": definition_key,
+        "KmsKeyArn": names.kms_key_arn,
     })
     check_declared(parameters, template_parameters(BATCH_TEMPLATE), BATCH_TEMPLATE, source)
     return _configuration(config, parameters, package, names, {"mlops:stage": "batch"})
@@ -284,8 +285,14 @@ def project_names(config: Config, target: Target) -> Names:
         retrain_pipeline=config.pipeline_name,
         drift_check_code_uri=upload_monitor_code(target, config.project),
         drift_check_image_uri=sklearn_image, monitor_image_uri=monitor_image,
-        kms_key_arn=os.environ.get("MLOPS_KMS_KEY_ARN", "") if target.name == "aws" else "",
+        kms_key_arn=project_kms_key(target),
     )
+
+
+def project_kms_key(target: Target) -> str:
+    """The key the project stack encrypts its buckets with (CodeBuild gets it as
+    MLOPS_KMS_KEY_ARN); empty locally, where the stacks make or need none."""
+    return os.environ.get("MLOPS_KMS_KEY_ARN", "") if target.name == "aws" else ""
 
 
 def processing_images(region: str, framework_version: str) -> tuple[str, str]:

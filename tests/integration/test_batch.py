@@ -140,7 +140,8 @@ def test_schedule_stack_deploys_with_least_privilege_roles():
     package = f"arn:aws:sagemaker:{REGION}:123456789012:model-package/abalone-models/3"
     parameters = {"ProjectName": "abalone", "ModelPackageArn": package,
                   "ExecutionRoleArn": "arn:aws:iam::123456789012:role/abalone-sagemaker",
-                  "ArtifactBucket": "abalone-data", "DefinitionKey": "abalone/batch/def.json"}
+                  "ArtifactBucket": "abalone-data", "DefinitionKey": "abalone/batch/def.json",
+                  "KmsKeyArn": f"arn:aws:kms:{REGION}:123456789012:key/1234abcd"}
     with mock_aws():
         cloudformation = boto3.client("cloudformation", region_name=REGION)
         cloudformation.create_stack(
@@ -172,6 +173,10 @@ def test_schedule_stack_deploys_with_least_privilege_roles():
     assert by_sid["PassModelRole"]["Resource"] == parameters["ExecutionRoleArn"]
     definition = "arn:aws:s3:::abalone-data/abalone/batch/def.json"
     assert by_sid["ReadDefinition"]["Resource"] == definition
+    # The project bucket encrypts with the project key: the role may decrypt with it, only.
+    assert by_sid["DecryptDefinition"] == {"Sid": "DecryptDefinition", "Effect": "Allow",
+                                           "Action": "kms:Decrypt",
+                                           "Resource": parameters["KmsKeyArn"]}
     assert all("*" != s["Resource"] for s in pipeline)
     schedule = template["Resources"]["BatchSchedule"]["Properties"]["Target"]
     assert {"Name": "ModelPackageArn", "Value": {"Ref": "ModelPackageArn"}} in (

@@ -222,6 +222,8 @@ def test_main_reports_a_missing_approval_then_builds(moto_sagemaker, tmp_path, m
     config = load_config()
     monkeypatch.setenv("MLOPS_BUCKET", "mlops-main")
     monkeypatch.setenv("MLOPS_ROLE_ARN", NAMES.role_arn)
+    key_arn = f"arn:aws:kms:{REGION}:123456789012:key/project-key"
+    monkeypatch.setenv("MLOPS_KMS_KEY_ARN", key_arn)
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket="mlops-main")
     (arn,) = register(moto_sagemaker, config.model_package_group, 1)
@@ -238,6 +240,7 @@ def test_main_reports_a_missing_approval_then_builds(moto_sagemaker, tmp_path, m
     assert params["RetrainPipelineName"] == config.pipeline_name
     batch = json.loads((out / "batch-config.json").read_text())["Parameters"]
     assert batch["ModelPackageArn"] == arn
+    assert params["KmsKeyArn"] == batch["KmsKeyArn"] == key_arn
     definition = json.loads(s3.get_object(Bucket="mlops-main", Key=batch["DefinitionKey"])[
         "Body"].read())
     assert [step["Type"] for step in definition["Steps"]] == ["Model", "Transform"]
@@ -266,7 +269,7 @@ def test_batch_definition_key_adds_the_batch_stack_inputs(registry, tmp_path, re
     assert source["Parameters"].items() <= written["Parameters"].items()
     assert {k: v for k, v in written["Parameters"].items() if k not in source["Parameters"]} == {
         "ProjectName": "abalone", "ModelPackageArn": arn, "ExecutionRoleArn": NAMES.role_arn,
-        "ArtifactBucket": NAMES.bucket, "DefinitionKey": key}
+        "ArtifactBucket": NAMES.bucket, "DefinitionKey": key, "KmsKeyArn": ""}
     assert set(written["Parameters"]) <= set(build.template_parameters(build.BATCH_TEMPLATE))
     assert written["Tags"]["mlops:model-package"] == f"{group}/1"
 
