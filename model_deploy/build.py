@@ -145,6 +145,9 @@ def batch_configuration(config: dict, package: dict, names: Names, definition_ke
                         source: str = BATCH_CONFIG) -> dict:
     """The batch stack's TemplateConfiguration: the batch config file, then the package, the
     uploaded batch definition and the project's names."""
+    if not names.kms_key_arn:
+        raise BuildError("the batch stack needs the project's KMS key: set MLOPS_KMS_KEY_ARN "
+                         "to the project stack's KmsKeyArn output")
     parameters = {key: str(value) for key, value in config["Parameters"].items()}
     parameters.update({
         "ProjectName": names.project,

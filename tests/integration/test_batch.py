@@ -198,6 +198,8 @@ def test_batch_deploy_uploads_the_definition_and_schedules_the_approved_model(
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("MLOPS_BUCKET", "abalone-data")
     monkeypatch.setenv("MLOPS_ROLE_ARN", "arn:aws:iam::123456789012:role/abalone-sagemaker")
+    key_arn = f"arn:aws:kms:{REGION}:123456789012:key/project-key"
+    monkeypatch.setenv("MLOPS_KMS_KEY_ARN", key_arn)
     with mock_aws():
         s3 = boto3.client("s3", region_name=REGION)
         s3.create_bucket(Bucket="abalone-data")
@@ -219,6 +221,7 @@ def test_batch_deploy_uploads_the_definition_and_schedules_the_approved_model(
         uploaded = json.loads(s3.get_object(Bucket="abalone-data",
                                             Key=parameters["DefinitionKey"])["Body"].read())
     assert outputs["ModelPackageArn"] == arns[1] == parameters["ModelPackageArn"]
+    assert parameters["KmsKeyArn"] == key_arn
     assert parameters["DefinitionKey"].startswith(f"{project_config.project}/code/batch/")
     # The schedule the deploy pipeline's batch action uses: model_deploy/batch-config.json.
     configured = json.loads((build.HERE / build.BATCH_CONFIG).read_text())["Parameters"]

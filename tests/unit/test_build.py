@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -19,6 +20,9 @@ NAMES = build.Names(
     retrain_pipeline="abalone-train", drift_check_code_uri="s3://mlops-test/abalone/code/dc/",
     drift_check_image_uri="sklearn-image", monitor_image_uri="monitor-image",
 )
+# The batch stack needs the project stack's key (the endpoint stacks make their own without).
+BATCH_NAMES = dataclasses.replace(
+    NAMES, kms_key_arn="arn:aws:kms:us-east-1:123456789012:key/project-key")
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +261,7 @@ def test_batch_definition_key_adds_the_batch_stack_inputs(registry, tmp_path, re
     set_status(registry, arn, "Approved")
     key = "abalone/code/batch/0123abcd/batch-definition.json"
 
-    build.build(registry, group, NAMES, tmp_path / "out", batch_definition_key=key)
+    build.build(registry, group, BATCH_NAMES, tmp_path / "out", batch_definition_key=key)
 
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == [
@@ -269,9 +273,19 @@ def test_batch_definition_key_adds_the_batch_stack_inputs(registry, tmp_path, re
     assert source["Parameters"].items() <= written["Parameters"].items()
     assert {k: v for k, v in written["Parameters"].items() if k not in source["Parameters"]} == {
         "ProjectName": "abalone", "ModelPackageArn": arn, "ExecutionRoleArn": NAMES.role_arn,
-        "ArtifactBucket": NAMES.bucket, "DefinitionKey": key, "KmsKeyArn": ""}
+        "ArtifactBucket": NAMES.bucket, "DefinitionKey": key,
+        "KmsKeyArn": BATCH_NAMES.kms_key_arn}
     assert set(written["Parameters"]) <= set(build.template_parameters(build.BATCH_TEMPLATE))
     assert written["Tags"]["mlops:model-package"] == f"{group}/1"
+
+
+def test_batch_stack_needs_the_project_key(registry, tmp_path, request):
+    group = f"nokey-{request.node.callspec.id}"
+    (arn,) = register(registry, group, 1)
+    set_status(registry, arn, "Approved")
+    with pytest.raises(build.BuildError, match="set MLOPS_KMS_KEY_ARN"):
+        build.build(registry, group, NAMES, tmp_path / "out", batch_definition_key="k")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(("edit", "message"), [
@@ -286,6 +300,6 @@ def test_bad_batch_config_fails_naming_it_and_writes_nothing(moto_sagemaker, app
     config["Parameters"].update(edit)
     (config_dir / "batch-config.json").write_text(json.dumps(config))
     with pytest.raises(build.BuildError, match=message):
-        build.build(moto_sagemaker, approved, NAMES, tmp_path / "out", config_dir,
+        build.build(moto_sagemaker, approved, BATCH_NAMES, tmp_path / "out", config_dir,
                     batch_definition_key="k")
     assert not (tmp_path / "out").exists()
