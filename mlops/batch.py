@@ -98,13 +98,15 @@ def summary(result: BatchResult) -> list[str]:
     return lines
 
 
-def publish_definition(config: Config, target: targets.Target) -> str:
-    """Build the batch definition for `target` and upload it under a content-addressed key;
-    return the key (the batch stack's DefinitionKey)."""
+def build_definition(config: Config, target: targets.Target) -> str:
+    """Build the batch definition for `target`; return the content-addressed key it is
+    uploaded under (the batch stack's DefinitionKey)."""
     definition.load_or_build(config, target, force=True, kind=BATCH)
-    key = f"{config.project}/code/batch/{content_hash(BATCH.output)}/{BATCH.output.name}"
+    return f"{config.project}/code/batch/{content_hash(BATCH.output)}/{BATCH.output.name}"
+
+
+def upload_definition(target: targets.Target, key: str) -> None:
     target.upload(BATCH.output, f"s3://{target.bucket}/{key}")
-    return key
 
 
 def deploy_schedule(config: Config, *, sagemaker, cloudformation, s3_client=None,
@@ -123,9 +125,10 @@ def deploy_schedule(config: Config, *, sagemaker, cloudformation, s3_client=None
     package = newest_approved_package(sagemaker, config.model_package_group)
     names = build.Names(project=config.project, bucket=target.bucket, role_arn=target.role,
                         kms_key_arn=build.project_kms_key(target))
+    key = build_definition(config, target)
     configuration = build.batch_configuration(
-        build.read_stage_config(build.HERE / build.BATCH_CONFIG), package, names,
-        publish_definition(config, target))
+        build.read_stage_config(build.HERE / build.BATCH_CONFIG), package, names, key)
+    upload_definition(target, key)
     echo(f"{pipeline_name(config)}: scoring with {package['ModelPackageArn']}")
     return infra.deploy(pipeline_name(config), {**configuration["Parameters"], **parameters},
                         cloudformation, template=build.BATCH_TEMPLATE, echo=echo)

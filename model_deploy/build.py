@@ -4,9 +4,9 @@ Runs in the deploy CodeBuild stage (`make deploy-build`) and locally. It writes,
 output directory, `template-export.yml` (the endpoint template) and `<stage>-config.json` per
 stage in CodePipeline's TemplateConfiguration format: the stage's config file merged with the
 chosen package (ARN, version, model data, drift baselines) and the project's names. Given the
-key of an uploaded batch definition (the AWS build always has one), it also writes
+key of the batch definition (the AWS build always has one), it also writes
 `batch-template.yml` and `batch-config.json` for the scheduled batch scoring stack. Nothing is
-written unless every file can be.
+written, and on AWS nothing uploaded, unless every configuration passes its checks.
 
 The sagemaker client is injected: a boto3 client, or `mlops.registry.LocalRegistry`.
 """
@@ -235,6 +235,17 @@ def build(client, group: str, names: Names, output_dir: Path,
           config_dir: Path = HERE, page_size: int = 100,
           batch_definition_key: str | None = None) -> dict:
     """Write the templates and every stack's configuration; return the chosen package."""
+    package, templates_out, documents = render(client, group, names, config_dir, page_size,
+                                               batch_definition_key)
+    publish(templates_out, documents, Path(output_dir))
+    return package
+
+
+def render(client, group: str, names: Names, config_dir: Path = HERE, page_size: int = 100,
+           batch_definition_key: str | None = None
+           ) -> tuple[dict, dict[str, Path], dict[str, dict]]:
+    """Choose the package and check every stack's configuration, writing nothing: the package,
+    the templates to copy and the configurations, by output file name."""
     package = newest_approved_package(client, group, page_size)
     declared = template_parameters()
     documents = {}
@@ -249,8 +260,7 @@ def build(client, group: str, names: Names, output_dir: Path,
         documents[BATCH_CONFIG] = batch_configuration(config, package, names,
                                                       batch_definition_key)
         templates_out["batch-template.yml"] = BATCH_TEMPLATE
-    publish(templates_out, documents, Path(output_dir))
-    return package
+    return package, templates_out, documents
 
 
 def publish(templates_out: dict[str, Path], documents: dict[str, dict], output_dir: Path) -> None:
@@ -270,23 +280,20 @@ def publish(templates_out: dict[str, Path], documents: dict[str, dict], output_d
 # ---------------------------------------------------------------------------- CLI (AWS)
 
 
-def upload_monitor_code(target: Target, project: str) -> str:
-    """Upload the drift check and its helpers under a content-addressed prefix."""
+def monitor_code(target: Target, project: str) -> tuple[str, list[Path]]:
+    """The drift check and its helpers, and the content-addressed prefix they go under."""
     files = sorted(MONITOR_CODE.glob("*.py"))
-    prefix = f"s3://{target.bucket}/{project}/code/drift-check/{content_hash(*files)}"
-    for path in files:
-        target.upload(path, f"{prefix}/{path.name}")
-    return f"{prefix}/"
+    return f"s3://{target.bucket}/{project}/code/drift-check/{content_hash(*files)}/", files
 
 
 def project_names(config: Config, target: Target) -> Names:
-    """The names every stage's stack needs, with the drift check code in the target's store."""
+    """The names every stage's stack needs (the drift check code's URI, not yet uploaded)."""
     sklearn_image, monitor_image = processing_images(
         target.region, config.aws.get("sklearn_framework_version", "1.4-2"))
     return Names(
         project=config.project, bucket=target.bucket, role_arn=target.role,
         retrain_pipeline=config.pipeline_name,
-        drift_check_code_uri=upload_monitor_code(target, config.project),
+        drift_check_code_uri=monitor_code(target, config.project)[0],
         drift_check_image_uri=sklearn_image, monitor_image_uri=monitor_image,
         kms_key_arn=project_kms_key(target),
     )
@@ -325,9 +332,16 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config()
         target = targets.aws(config)
         names = project_names(config, target)
-        package = build(boto3.client("sagemaker", region_name=target.region),
-                        config.model_package_group, names, args.output_dir, args.config_dir,
-                        batch_definition_key=batch.publish_definition(config, target))
+        batch_key = batch.build_definition(config, target)
+        # Check every configuration before anything is uploaded or written.
+        package, templates_out, documents = render(
+            boto3.client("sagemaker", region_name=target.region), config.model_package_group,
+            names, args.config_dir, batch_definition_key=batch_key)
+        prefix, files = monitor_code(target, config.project)
+        for path in files:
+            target.upload(path, prefix + path.name)
+        batch.upload_definition(target, batch_key)
+        publish(templates_out, documents, args.output_dir)
     except (BuildError, ConfigError, TargetError, BotoCoreError, ClientError) as err:
         print(f"deploy build failed: {err}", file=sys.stderr)
         return 1

@@ -303,3 +303,25 @@ def test_bad_batch_config_fails_naming_it_and_writes_nothing(moto_sagemaker, app
         build.build(moto_sagemaker, approved, BATCH_NAMES, tmp_path / "out", config_dir,
                     batch_definition_key="k")
     assert not (tmp_path / "out").exists()
+
+
+def test_main_checks_every_config_before_uploading_anything(moto_sagemaker, tmp_path,
+                                                            monkeypatch, capsys):
+    config = load_config()
+    monkeypatch.setenv("MLOPS_BUCKET", "mlops-bad-config")
+    monkeypatch.setenv("MLOPS_ROLE_ARN", NAMES.role_arn)
+    monkeypatch.setenv("MLOPS_KMS_KEY_ARN", BATCH_NAMES.kms_key_arn)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="mlops-bad-config")
+    (arn,) = register(moto_sagemaker, f"{config.model_package_group}", 1)
+    set_status(moto_sagemaker, arn, "Approved")
+    config_dir = edited_configs(tmp_path, "prod")
+    batch = json.loads((build.HERE / "batch-config.json").read_text())
+    batch["Parameters"]["ScheduleState"] = "PAUSED"
+    (config_dir / "batch-config.json").write_text(json.dumps(batch))
+    out = tmp_path / "out"
+
+    assert build.main(["--output-dir", str(out), "--config-dir", str(config_dir)]) == 1
+    assert "ScheduleState is 'PAUSED'" in capsys.readouterr().err
+    assert "Contents" not in s3.list_objects_v2(Bucket="mlops-bad-config")
+    assert not out.exists()
