@@ -19,7 +19,6 @@ from mlops.registry import LocalRegistry
 from mlops.store import LocalStore, content_hash
 from model_build import definition
 from model_deploy import build
-from model_deploy.build import newest_approved_package
 
 OUTPUT_DIR = ROOT / "build" / "batch"
 BATCH = definition.Kind(
@@ -54,7 +53,8 @@ def run(config: Config, input_file: Path, output: Path | None = None,
     input_file = Path(input_file)
     if not input_file.is_file():
         raise BatchError(f"input file not found: {input_file}")
-    package = newest_approved_package(registry or LocalRegistry(), config.model_package_group)
+    package = build.newest_approved_package(registry or LocalRegistry(),
+                                            config.model_package_group)
     store = LocalStore()
     target = targets.local(config, store)
     input_uri = (f"s3://{target.bucket}/{config.project}/batch/input/"
@@ -122,7 +122,7 @@ def deploy_schedule(config: Config, *, sagemaker, cloudformation, s3_client=None
     from mlops import infra
 
     target = targets.aws(config, s3_client)
-    package = newest_approved_package(sagemaker, config.model_package_group)
+    package = build.newest_approved_package(sagemaker, config.model_package_group)
     names = build.Names(project=config.project, bucket=target.bucket, role_arn=target.role,
                         kms_key_arn=build.project_kms_key(target))
     key = build_definition(config, target)
