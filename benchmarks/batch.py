@@ -13,9 +13,10 @@ import joblib
 import pandas as pd
 
 from benchmarks.endpoint import _private_state
-from mlops import batch, config
-from mlops.registry import LocalRegistry
-from mlops.store import LocalStore
+from mlops_core import config
+from mlops_local import batch
+from mlops_local.registry import LocalRegistry
+from mlops_local.store import LocalStore
 
 ROWS = 1_000_000
 

@@ -20,10 +20,10 @@ import joblib
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from mlops import config
-from mlops.endpoint import process
-from mlops.endpoint.capture import destination_uri
-from mlops.store import LocalStore
+from mlops_core import config
+from mlops_core.names import capture_uri
+from mlops_local.endpoint import lifecycle
+from mlops_local.store import LocalStore
 
 ONE_ROW_REQUESTS = 200
 CONCURRENT_CLIENTS = 16
@@ -84,8 +84,8 @@ def run(model_dir: Path) -> list[dict]:
     batch_body = batch.to_csv(header=False, index=False).encode()
     with _private_state():
         model = joblib.load(Path(model_dir) / "model.joblib")
-        capture = destination_uri("mlops-local", cfg.project, "bench", 1)
-        endpoint = process.start("bench", model_dir, capture)
+        capture = capture_uri("mlops-local", cfg.project, "bench", 1)
+        endpoint = lifecycle.start("bench", model_dir, capture)
         try:
             port = endpoint["port"]
             _timings(port, one_row, 20)  # warm up
@@ -139,7 +139,7 @@ def run(model_dir: Path) -> list[dict]:
                 }
             )
         finally:
-            process.stop("bench")
+            lifecycle.stop("bench")
     for row in rows:
         print("  ".join(f"{key}={value}" for key, value in row.items()))
     return rows

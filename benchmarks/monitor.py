@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlops import config
+from mlops_core import config
 from model_build.scripts import baseline
 from model_deploy.monitoring import drift_check
 

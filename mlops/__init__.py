@@ -1,1 +1,1 @@
-"""Local runtime and CLI: the stand-ins for AWS that let the project run on one machine."""
+"""The `mlops` command line, on top of every other package of the project."""

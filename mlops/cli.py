@@ -7,20 +7,22 @@ command that needs them, so `mlops registry list` answers at once.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mlops import config as project_config
+from mlops_core import config as project_config
+from mlops_core.names import STAGES, TARGETS
 
 console = Console(highlight=False)
 errors = Console(highlight=False, stderr=True, soft_wrap=True)  # one line per error, for logs
-STAGES = ("staging", "prod")
 
 
 class UsageError(ValueError):
@@ -28,7 +30,7 @@ class UsageError(ValueError):
 
 
 def _target_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", choices=("local", "aws"), default="local",
+    parser.add_argument("--target", choices=TARGETS, default="local",
                         help="run on this machine (default) or in the AWS account")
 
 
@@ -54,11 +56,12 @@ def _table(title: str, columns: list[str], rows: list[list]) -> Table:
 # pipeline ---------------------------------------------------------------------------------
 
 def cmd_pipeline_definition(args) -> int:
-    from mlops import targets
+    from mlops_core import targets
+    from mlops_local.store import LocalStore
     from model_build import definition
 
     config = project_config.load()
-    target = targets.get(args.target, config)
+    target = targets.aws(config) if args.target == "aws" else targets.local(config, LocalStore())
     _, reused = definition.load_or_build(config, target, force=args.force)
     how = "reused (nothing changed)" if reused else "built"
     console.print(f"pipeline definition {how}: {definition.DEFINITION_FILE}")
@@ -73,8 +76,8 @@ def cmd_pipeline_upsert(args) -> int:
 def _upsert(config):
     import boto3
 
-    from mlops import sagemaker_pipeline, targets
-    from model_build import definition
+    from mlops_core import targets
+    from model_build import definition, sagemaker_pipeline
 
     target = targets.aws(config)
     pipeline, _ = definition.load_or_build(config, target, force=True)
@@ -97,7 +100,7 @@ def cmd_pipeline_run(args) -> int:
 
 
 def _run_aws(config, parameters: dict, wait: bool) -> int:
-    from mlops import sagemaker_pipeline
+    from model_build import sagemaker_pipeline
 
     client = _upsert(config)
     execution_arn = sagemaker_pipeline.start(client, config.pipeline_name, parameters)
@@ -138,7 +141,7 @@ def cmd_pipeline_steps(args) -> int:
 # registry ---------------------------------------------------------------------------------
 
 def _registry():
-    from mlops.registry import LocalRegistry
+    from mlops_local.registry import LocalRegistry
 
     return LocalRegistry()
 
@@ -167,7 +170,7 @@ def _metric(package: dict, config) -> str:
     """The evaluation metric of a package, read from its registered ModelQuality statistics."""
     import json
 
-    from mlops.store import LocalStore, StoreError
+    from mlops_local.store import LocalStore, StoreError
 
     uri = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri")
     try:
@@ -200,7 +203,7 @@ def cmd_registry_reject(args) -> int:
 # deploy, endpoint, monitor ----------------------------------------------------------------
 
 def cmd_deploy(args) -> int:
-    from mlops import deploy
+    from mlops_local import deploy
 
     record = deploy.deploy(project_config.load(), args.stage)
     model = record["model_info"]
@@ -213,13 +216,13 @@ def cmd_deploy(args) -> int:
 
 
 def cmd_endpoint_invoke(args) -> int:
-    from mlops.endpoint import process
+    from mlops_local.endpoint import lifecycle
 
     try:
         body = open(args.file, "rb").read() if args.file != "-" else sys.stdin.buffer.read()
     except OSError as err:
         raise UsageError(f"cannot read {args.file}: {err.strerror}") from None
-    status, answer = process.invoke(args.stage, body, args.content_type, args.accept)
+    status, answer = lifecycle.invoke(args.stage, body, args.content_type, args.accept)
     text = answer.decode("utf-8", "replace")
     if status >= 400:
         console.print(f"[red]{status}[/red] {text}")
@@ -229,9 +232,17 @@ def cmd_endpoint_invoke(args) -> int:
 
 
 def cmd_endpoint_test(args) -> int:
-    from mlops import gate
+    options = {"rows": args.rows, "max_rmse": args.max_rmse, "p95_ms": args.p95_ms}
+    if args.target == "aws":
+        from model_deploy import gate
 
-    package, result = gate.run(project_config.load(), args.stage, args.target, args.rows)
+        package, result = gate.run_aws(project_config.load(), args.stage, **options)
+    else:
+        from mlops_local import deploy
+
+        package, result = deploy.run_gate(project_config.load(), args.stage, **options)
+    if args.output:
+        args.output.write_text(json.dumps(result.as_dict(), indent=2))
     console.print(_table(
         f"endpoint test: {args.stage} serving version {package['ModelPackageVersion']}",
         ["check", "result", "detail"],
@@ -245,12 +256,12 @@ def cmd_endpoint_test(args) -> int:
 
 
 def cmd_endpoint_status(args) -> int:
-    from mlops.endpoint import process
+    from mlops_local.endpoint import lifecycle
 
     rows = []
     for stage in STAGES:
         try:
-            record = process.status(stage)
+            record = lifecycle.status(stage)
         except ValueError as err:
             rows.append([stage, "stopped", "", str(err)])
             continue
@@ -262,15 +273,15 @@ def cmd_endpoint_status(args) -> int:
 
 
 def cmd_endpoint_stop(args) -> int:
-    from mlops.endpoint import process
+    from mlops_local.endpoint import lifecycle
 
-    process.stop(args.stage)
+    lifecycle.stop(args.stage)
     console.print(f"{args.stage} endpoint stopped")
     return 0
 
 
 def cmd_monitor_run(args) -> int:
-    from mlops import monitor
+    from mlops_local import monitor
 
     result = monitor.run_local(args.stage, args.start, args.end)
     console.print(monitor.format_table(result))
@@ -280,7 +291,7 @@ def cmd_monitor_run(args) -> int:
 # batch ------------------------------------------------------------------------------------
 
 def cmd_batch_run(args) -> int:
-    from mlops import batch
+    from mlops_local import batch
 
     with console.status("scoring (the first run builds the batch definition)..."):
         result = batch.run(project_config.load(), args.input, args.output)
@@ -290,14 +301,16 @@ def cmd_batch_run(args) -> int:
 
 
 def cmd_batch_deploy(args) -> int:
-    from mlops import batch, infra
+    from mlops_core import targets
+    from model_deploy import build, stacks
 
     config = project_config.load()
-    session = infra.require_credentials()
+    session = stacks.require_credentials()
     extra = {"ScheduleExpression": args.schedule} if args.schedule else {}
-    batch.deploy_schedule(config, sagemaker=session.client("sagemaker"),
-                          cloudformation=session.client("cloudformation"),
-                          s3_client=session.client("s3"), echo=console.print, **extra)
+    build.deploy_batch_stack(config, targets.aws(config, session.client("s3")),
+                             sagemaker=session.client("sagemaker"),
+                             cloudformation=session.client("cloudformation"),
+                             echo=console.print, **extra)
     return 0
 
 
@@ -308,39 +321,39 @@ def _stack_name(args, config) -> str:
 
 
 def cmd_infra_deploy(args) -> int:
-    from mlops import infra
+    from model_deploy import stacks
 
     config = project_config.load()
     if not args.repository:
         raise UsageError("give --repository OWNER/NAME (or set MLOPS_REPOSITORY)")
-    parameters = infra.project_parameters(
+    parameters = stacks.project_parameters(
         config, repository=args.repository, connection_arn=args.connection_arn or "",
         branch=args.branch, source_type=args.source_type)
     stack = _stack_name(args, config)
-    console.print(f"will create or update stack {stack} from {infra.TEMPLATE.name} with:")
+    console.print(f"will create or update stack {stack} from {stacks.TEMPLATE.name} with:")
     for key, value in parameters.items():
         console.print(f"  {key} = {value}")
-    session = infra.require_credentials()
-    infra.deploy(stack, parameters, session.client("cloudformation"), echo=console.print)
+    session = stacks.require_credentials()
+    stacks.deploy(stack, parameters, session.client("cloudformation"), echo=console.print)
     return 0
 
 
 def cmd_infra_destroy(args) -> int:
-    from mlops import infra
+    from model_deploy import stacks
 
     stack = _stack_name(args, project_config.load())
     console.print(f"will empty the buckets of stack {stack} and delete it")
-    session = infra.require_credentials()
-    infra.destroy(stack, session.client("cloudformation"), s3=session.client("s3"),
+    session = stacks.require_credentials()
+    stacks.destroy(stack, session.client("cloudformation"), s3=session.client("s3"),
                   echo=console.print)
     return 0
 
 
 def cmd_infra_outputs(args) -> int:
-    from mlops import infra
+    from model_deploy import stacks
 
-    session = infra.require_credentials()
-    outputs = infra.stack_outputs(_stack_name(args, project_config.load()),
+    session = stacks.require_credentials()
+    outputs = stacks.stack_outputs(_stack_name(args, project_config.load()),
                                   session.client("cloudformation"))
     for key, value in outputs.items():
         console.print(f"{key} = {value}")
@@ -401,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stage", choices=STAGES)
     _target_option(p)
     p.add_argument("--rows", type=int, default=1000, help="held-out rows to send")
+    p.add_argument("--max-rmse", type=float,
+                   help="absolute RMSE cap (default: 1.15 x the model's evaluation RMSE)")
+    p.add_argument("--p95-ms", type=float, default=200.0, help="p95 one-row latency bound")
+    p.add_argument("--output", type=Path, help="also write the result as JSON here")
     p.set_defaults(func=cmd_endpoint_test)
     p = endpoint.add_parser("status", help="which local endpoints run")
     p.set_defaults(func=cmd_endpoint_status)

@@ -1,4 +1,4 @@
-"""`mlops pipeline run` on the local target: the definition JSON run by `mlops.engine`.
+"""`mlops pipeline run` on the local target: the definition JSON run by `mlops_local.engine`.
 
 Shows a live step table while the engine works, then a summary: step durations, the
 metric against its threshold, the registered version or the Fail message, and where the
@@ -15,10 +15,10 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from mlops import targets
-from mlops.config import Config, state_dir
-from mlops.engine import records, runner
-from mlops.store import LocalStore
+from mlops_core import targets
+from mlops_core.config import Config, state_dir
+from mlops_local.engine import records, runner
+from mlops_local.store import LocalStore
 from model_build import definition
 
 STATUS_STYLE = {"Succeeded": "green", "Failed": "red", "Executing": "yellow",

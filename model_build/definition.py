@@ -6,21 +6,17 @@ configuration, code and target reuses the stored JSON without importing the SDK.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import logging
-import os
 import re
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import import_module
 from importlib.metadata import version
 from pathlib import Path
 
-from mlops.config import CONFIG_FILE, ROOT, Config, state_dir
-from mlops.store import write_atomic
-from mlops.targets import Target
+from mlops_core.config import CONFIG_FILE, ROOT, Config, state_dir
+from mlops_core.files import write_atomic
+from mlops_core.targets import Target
 
 PIPELINE_SOURCES = Path(__file__).resolve().parent
 DEFINITION_FILE = ROOT / "build" / "pipeline-definition.json"
@@ -30,17 +26,24 @@ DEFINITION_FILE = ROOT / "build" / "pipeline-definition.json"
 class Kind:
     """A pipeline this module builds: its factory, the code it depends on, where its JSON goes."""
 
-    factory: str  # "module:function", called as function(config, target); imported to build
+    name: str  # part of the fingerprint
+    load_factory: Callable[[], Callable]  # imports the factory (and the SDK) only to build
     sources: tuple[Path, ...]  # files and directories of Python code
     output: Path
 
 
-TRAINING = Kind("model_build.pipeline:get_pipeline", (PIPELINE_SOURCES,), DEFINITION_FILE)
+def _training_factory():
+    from model_build.pipeline import get_pipeline
+
+    return get_pipeline
+
+
+TRAINING = Kind("training", _training_factory, (PIPELINE_SOURCES,), DEFINITION_FILE)
 
 
 def fingerprint(config: Config, target: Target, kind: Kind = TRAINING) -> str:
     """What the definition depends on: config, build code, job scripts, SDK version, target."""
-    sha = hashlib.sha256(kind.factory.encode())
+    sha = hashlib.sha256(kind.name.encode())
     code = [p for s in kind.sources for p in (s.rglob("*.py") if s.is_dir() else [s])]
     for path in sorted([CONFIG_FILE, *code]):
         if "__pycache__" not in path.parts:
@@ -59,28 +62,11 @@ def _code_uris(definition_json: str, target: Target, config: Config) -> set[str]
 
 def build(config: Config, target: Target, kind: Kind = TRAINING) -> str:
     """Build the definition with the SDK (slow: imports sagemaker) and return its JSON."""
-    os.environ.setdefault("AWS_DEFAULT_REGION", target.region)  # the SDK reads it at import
-    if target.name == "local":
-        # The SDK creates boto3 clients at import; without credentials botocore would ask the
-        # EC2 instance metadata service for some, which is a network call.
-        os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
-    with _quiet_sdk():
-        module, _, function = kind.factory.partition(":")
-        factory = getattr(import_module(module), function)
-        definition = json.loads(factory(config, target).definition())
+    from model_build import sdk
+
+    with sdk.offline(target):
+        definition = json.loads(kind.load_factory()(config, target).definition())
     return json.dumps(definition, indent=2, sort_keys=True) + "\n"
-
-
-@contextlib.contextmanager
-def _quiet_sdk():
-    """The SDK logs and warns about every field it drops from a pipeline definition."""
-    logging.disable(logging.WARNING)  # its loggers set their own levels, so silence them all
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            yield
-        finally:
-            logging.disable(logging.NOTSET)
 
 
 def load_or_build(config: Config, target: Target, *, force: bool = False,

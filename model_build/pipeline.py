@@ -1,6 +1,6 @@
 """The training pipeline: one `get_pipeline` factory, the single source of truth.
 
-SageMaker Pipelines runs the definition this produces in the cloud; `mlops.engine` runs
+SageMaker Pipelines runs the definition this produces in the cloud; `mlops_local.engine` runs
 the very same JSON locally. Building it needs no credentials and no network: the bucket
 and role are passed in, telemetry is opted out, and every file the SDK would upload goes
 through the target's uploader, which addresses it by content so the same code gives the same JSON.
@@ -8,18 +8,12 @@ through the target's uploader, which addresses it by content so the same code gi
 
 from __future__ import annotations
 
-import functools
 import gzip
 import json
-import os
 import tarfile
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("SAGEMAKER_VALIDATE_ROLE", "false")  # no IAM look-up while building
-
-import boto3
-from sagemaker.core.config.config_manager import SageMakerConfig
 from sagemaker.core.image_uris import retrieve
 from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
 from sagemaker.core.processing import ProcessingInput, ProcessingOutput, ScriptProcessor
@@ -47,7 +41,6 @@ from sagemaker.core.workflow.parameters import (
     ParameterInteger,
     ParameterString,
 )
-from sagemaker.core.workflow.pipeline_context import PipelineSession
 from sagemaker.core.workflow.properties import PropertyFile
 from sagemaker.mlops.workflow.condition_step import ConditionStep
 from sagemaker.mlops.workflow.fail_step import FailStep
@@ -58,74 +51,18 @@ from sagemaker.serve.model_builder import ModelBuilder
 from sagemaker.train import ModelTrainer
 from sagemaker.train.tuner import HyperparameterTuner
 
-from mlops.config import CONFIG_FILE, TUNING_OBJECTIVES, Config, ConfigError, Tuning
-from mlops.store import content_hash, named_files
-from mlops.targets import Target
+from mlops_core.config import CONFIG_FILE, TUNING_OBJECTIVES, Config, ConfigError, Tuning
+from mlops_core.targets import Target
+from model_build.sessions import ContentAddressedSession, OfflineModelTrainer
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 PROCESSING = "/opt/ml/processing"
-SDK_CONFIG = {
-    "SchemaVersion": "1.0",
-    "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
-}
 METRIC_REGEX = r"validation_rmse=([0-9.eE+-]+)"
 # What train.py logs, as "validation:rmse" etc.: the tuning objective is one of them.
 METRIC_DEFINITIONS = [
     {"Name": name, "Regex": METRIC_REGEX.replace("rmse", name.split(":")[1])}
     for name in TUNING_OBJECTIVES
 ]
-
-
-@functools.cache
-def _validate_once(config_json: str) -> None:
-    _validate_config(json.loads(config_json))
-
-
-# The SDK validates its defaults config against a large JSON schema on every config look-up
-# (about 60 per build, 0.5 s each); the config never changes during a build, so check it once.
-_validate_config = SageMakerConfig.validate_sagemaker_config
-SageMakerConfig.validate_sagemaker_config = staticmethod(
-    lambda sagemaker_config=None: _validate_once(json.dumps(sagemaker_config, sort_keys=True))
-)
-
-
-class ContentAddressedSession(PipelineSession):
-    """A PipelineSession whose uploads land under `<prefix>/<content hash>/` in the target's store.
-
-    The SDK uploads training code and its own driver scripts under a timestamped key while
-    building; addressing them by content keeps the definition byte-identical between builds
-    and puts the files in the active target's store (S3 or the local store).
-    """
-
-    def __init__(self, *, target: Target, prefix: str):
-        super().__init__(
-            boto_session=boto3.Session(region_name=target.region, **target.boto_credentials),
-            default_bucket=target.bucket,
-            sagemaker_config=SDK_CONFIG,
-        )
-        self._prefix = prefix
-        self._upload = target.upload
-
-    def upload_data(self, path, bucket=None, key_prefix="data", callback=None, extra_args=None):
-        path = Path(path)
-        base = f"s3://{bucket or self.default_bucket()}/{self._prefix}/{content_hash(path)}"
-        for name, file in named_files(path):
-            self._upload(file, f"{base}/{name}")
-        return base if path.is_dir() else f"{base}/{path.name}"
-
-    def default_bucket(self):
-        return self._default_bucket_name_override
-
-
-class OfflineModelTrainer(ModelTrainer):
-    """A ModelTrainer that does not ask IAM whether the role can write the default bucket.
-
-    The SDK simulates the role's policy (a network call) to pick where to stage code; the
-    session's content-addressed uploader decides that instead.
-    """
-
-    def _resolve_staging_bucket(self) -> tuple[str, None]:
-        return self.sagemaker_session.default_bucket(), None
 
 
 def _upload_script(session: ContentAddressedSession, name: str) -> str:
@@ -159,7 +96,7 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
     image = retrieve(
         "sklearn",
         region=region,
-        version=config.aws.get("sklearn_framework_version", "1.4-2"),
+        version=config.sklearn_framework_version,
         instance_type="ml.m5.large",
     )
 

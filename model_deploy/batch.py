@@ -4,7 +4,8 @@ CreateModel (the model package named by the ModelPackageArn parameter) -> Transf
 split by line, mini-batches, each output line the input row followed by its prediction).
 SageMaker Pipelines runs the definition on a schedule (cloudformation/batch.yml);
 `mlops batch run` runs the same JSON with the local engine. Built offline, like the
-training pipeline, with the same content-addressed session.
+training pipeline, with the same content-addressed session; `model_deploy.build` builds and
+uploads it.
 """
 
 from __future__ import annotations
@@ -17,35 +18,20 @@ from sagemaker.core.workflow.parameters import ParameterString
 from sagemaker.mlops.workflow.model_step import ModelStep
 from sagemaker.mlops.workflow.pipeline import Pipeline
 from sagemaker.mlops.workflow.steps import TransformStep
-from sagemaker.serve.model_builder import ModelBuilder
 
-from mlops.batch import pipeline_name
-from mlops.config import Config
-from mlops.targets import Target
-from model_build.pipeline import ContentAddressedSession
+from mlops_core.config import Config
+from mlops_core.names import MAX_PAYLOAD_BYTES
+from mlops_core.targets import Target
+from model_build.sessions import ContentAddressedSession, PackageModelBuilder
 
 CSV = "text/csv"
-MAX_PAYLOAD_MB = 6  # as the real-time endpoint, so a request either path accepts is the same
+# As the real-time endpoint, so a request either path accepts is the same.
+MAX_PAYLOAD_MB = MAX_PAYLOAD_BYTES // (1024 * 1024)
 
 
 def input_uri(config: Config, target: Target) -> str:
     """Where the scheduled run reads the rows to score (every object under the prefix)."""
     return f"s3://{target.bucket}/{config.project}/batch/input/"
-
-
-class PackageModelBuilder(ModelBuilder):
-    """Builds a CreateModel request whose one container is a registered model package.
-
-    The package carries its image, model data and environment, so the container is only
-    `ModelPackageName`; the SDK sends such a container as `Containers`, as CreateModel wants.
-    """
-
-    def __init__(self, model_package_arn, **kwargs):
-        super().__init__(**kwargs)
-        self.model_package_arn = model_package_arn
-
-    def _prepare_container_def(self):
-        return {"ModelPackageName": self.model_package_arn}
 
 
 def get_batch_pipeline(config: Config, target: Target) -> Pipeline:
@@ -64,7 +50,7 @@ def get_batch_pipeline(config: Config, target: Target) -> Pipeline:
         package_arn,
         # Any image takes ModelBuilder's pass-through build; the package names its own.
         image_uri=retrieve("sklearn", region=target.region, instance_type="ml.m5.large",
-                           version=config.aws.get("sklearn_framework_version", "1.4-2")),
+                           version=config.sklearn_framework_version),
         role_arn=target.role,
         sagemaker_session=session,
     )
@@ -93,8 +79,9 @@ def get_batch_pipeline(config: Config, target: Target) -> Pipeline:
         ),
     )
     return Pipeline(
-        name=pipeline_name(config),
+        name=config.batch_pipeline_name,
         parameters=[package_arn, input_data, instance_type],
         steps=[model, transform],
         sagemaker_session=session,
     )
+

@@ -8,7 +8,7 @@ key of the batch definition (the AWS build always has one), it also writes
 `batch-template.yml` and `batch-config.json` for the scheduled batch scoring stack. Nothing is
 written, and on AWS nothing uploaded, unless every configuration passes its checks.
 
-The sagemaker client is injected: a boto3 client, or `mlops.registry.LocalRegistry`.
+The sagemaker client is injected: a boto3 client, or `mlops_local.registry.LocalRegistry`.
 """
 
 from __future__ import annotations
@@ -23,18 +23,31 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops import targets, templates
-from mlops.config import Config, ConfigError
-from mlops.config import load as load_config
-from mlops.store import content_hash
-from mlops.targets import Target, TargetError
+from mlops_core import targets, templates
+from mlops_core.config import ROOT, Config, ConfigError
+from mlops_core.config import load as load_config
+from mlops_core.files import content_hash
+from mlops_core.names import STAGES
+from mlops_core.targets import Target, TargetError
+from model_build import definition
+from model_deploy import stacks
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE.parent / "cloudformation" / "endpoint.yml"
 BATCH_TEMPLATE = HERE.parent / "cloudformation" / "batch.yml"
-STAGES = ("staging", "prod")
 BATCH_CONFIG = "batch-config.json"
 MONITOR_CODE = HERE / "monitoring"
+
+
+def _batch_factory():
+    from model_deploy.batch import get_batch_pipeline  # imports the SDK: only to build
+
+    return get_batch_pipeline
+
+
+BATCH = definition.Kind("batch", _batch_factory,
+                        (HERE / "batch.py", definition.PIPELINE_SOURCES),
+                        ROOT / "build" / "batch-definition.json")
 # The endpoint template copies the baselines to fixed local names (docs/contracts.md).
 BASELINE_FILES = {"BaselineStatisticsUri": "statistics.json",
                   "BaselineConstraintsUri": "constraints.json"}
@@ -288,8 +301,8 @@ def monitor_code(target: Target, project: str) -> tuple[str, list[Path]]:
 
 def project_names(config: Config, target: Target) -> Names:
     """The names every stage's stack needs (the drift check code's URI, not yet uploaded)."""
-    sklearn_image, monitor_image = processing_images(
-        target.region, config.aws.get("sklearn_framework_version", "1.4-2"))
+    sklearn_image, monitor_image = processing_images(target.region,
+                                                     config.sklearn_framework_version)
     return Names(
         project=config.project, bucket=target.bucket, role_arn=target.role,
         retrain_pipeline=config.pipeline_name,
@@ -314,6 +327,40 @@ def processing_images(region: str, framework_version: str) -> tuple[str, str]:
     return sklearn, image_uris.retrieve("model-monitor", region=region)
 
 
+def build_batch_definition(config: Config, target: Target) -> str:
+    """Build the batch definition for `target`; return the content-addressed key it is
+    uploaded under (the batch stack's DefinitionKey)."""
+    definition.load_or_build(config, target, force=True, kind=BATCH)
+    return f"{config.project}/code/batch/{content_hash(BATCH.output)}/{BATCH.output.name}"
+
+
+def upload_batch_definition(target: Target, key: str) -> None:
+    target.upload(BATCH.output, f"s3://{target.bucket}/{key}")
+
+
+def deploy_batch_stack(config: Config, target: Target, *, sagemaker, cloudformation,
+                    echo=print, **parameters: str) -> dict[str, str]:
+    """`mlops batch deploy`: upload the batch definition, create or update `<project>-batch`.
+
+    The same parameters the deploy pipeline's batch action uses (`model_deploy/batch-config.json`
+    with the newest approved package); extra keyword arguments override them
+    (ScheduleExpression, TransformInstanceType, ...). The deploy pipeline redeploys the stack
+    after each production deployment; this is for a project without it, or to change the
+    schedule by hand.
+    """
+    package = newest_approved_package(sagemaker, config.model_package_group)
+    names = Names(project=config.project, bucket=target.bucket, role_arn=target.role,
+                        kms_key_arn=project_kms_key(target))
+    key = build_batch_definition(config, target)
+    configuration = batch_configuration(read_stage_config(HERE / BATCH_CONFIG), package, names,
+                                        key)
+    upload_batch_definition(target, key)
+    echo(f"{config.batch_pipeline_name}: scoring with {package['ModelPackageArn']}")
+    return stacks.deploy(config.batch_pipeline_name,
+                         {**configuration["Parameters"], **parameters},
+                         cloudformation, template=BATCH_TEMPLATE, echo=echo)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", type=Path, default=Path("build/deploy"))
@@ -325,14 +372,12 @@ def main(argv: list[str] | None = None) -> int:
     import boto3  # the AWS target is the only place a real client is made
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from mlops import batch  # imports this module: load it once this one is loaded
-
     args = parse_args(argv)
     try:
         config = load_config()
         target = targets.aws(config)
         names = project_names(config, target)
-        batch_key = batch.build_definition(config, target)
+        batch_key = build_batch_definition(config, target)
         # Check every configuration before anything is uploaded or written.
         package, templates_out, documents = render(
             boto3.client("sagemaker", region_name=target.region), config.model_package_group,
@@ -340,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         prefix, files = monitor_code(target, config.project)
         for path in files:
             target.upload(path, prefix + path.name)
-        batch.upload_definition(target, batch_key)
+        upload_batch_definition(target, batch_key)
         publish(templates_out, documents, args.output_dir)
     except (BuildError, ConfigError, TargetError, BotoCoreError, ClientError) as err:
         print(f"deploy build failed: {err}", file=sys.stderr)

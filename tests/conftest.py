@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from mlops import config
+from mlops_core import config
 from model_build.scripts import preprocess, train
+from tests.helpers import run_mlops
 
 # No test may use real credentials or reach AWS: dummy ones, a fixed region, and no
 # instance-metadata look-ups. moto-based tests add their own mock on top.
@@ -28,13 +27,6 @@ os.environ.update(
 os.environ.pop("AWS_PROFILE", None)
 
 
-def run_mlops(state: Path, *args: str, timeout: float = 600,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """The `mlops` command line, as a person runs it, against its own state directory
-    (`env`: extra environment variables)."""
-    env = {**os.environ, "MLOPS_HOME": str(state), "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "mlops.cli", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

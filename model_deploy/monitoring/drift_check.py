@@ -1,7 +1,7 @@
 """Data-quality drift check: captured endpoint traffic against the model's training baseline.
 
 One script for both engines. On AWS it runs as a SageMaker Processing job (see `main`); locally
-`mlops.monitor` imports `run`. It reads SageMaker data capture (JSON Lines under
+`mlops_local.monitor` imports `run`. It reads SageMaker data capture (JSON Lines under
 `<capture root>/v<model version>/<endpoint>/AllTraffic/YYYY/MM/DD/HH/`) for a time window,
 compares the feature columns with the baseline's `statistics.json` and `constraints.json`, and
 writes Model Monitor's `constraint_violations.json`, plus `drift_metrics.json` (the numbers)

@@ -22,7 +22,7 @@ from moto import mock_aws
 from moto.cloudformation.parsing import get_model_map
 
 from model_deploy import build
-from tests.unit.test_build import NAMES, REGION, register, set_status
+from tests.helpers import NAMES, REGION, register, set_status
 
 TEMPLATE = build.TEMPLATE
 # moto warns once for each resource it leaves as a placeholder.

@@ -1,6 +1,6 @@
-"""The CI/CD project stack (cloudformation/project.yml): its wiring, its rules, its policies, and
-mlops.infra deploying it, proven against the Makefile, the buildspecs, a real SageMaker event
-shape and moto."""
+"""The CI/CD project stack (cloudformation/project.yml): its wiring, its rules, its policies,
+and model_deploy.stacks deploying it, proven against the Makefile, the buildspecs, a real SageMaker
+event shape and moto."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from cfnlint.decode.cfn_yaml import load as load_template
 from moto import mock_aws
 from moto.cloudformation.parsing import get_model_map
 
-from mlops import infra, templates
-from mlops.config import ROOT
+from mlops_core import templates
+from mlops_core.config import ROOT
+from model_deploy import stacks
 
 TEMPLATE = ROOT / "cloudformation" / "project.yml"
 REGION, ACCOUNT, PROJECT = "us-east-1", "123456789012", "abalone"
@@ -195,10 +196,7 @@ def make_targets() -> set[str]:
 
 
 def buildspec(relative: str) -> dict:
-    path = ROOT / relative
-    if not path.exists():
-        pytest.skip(f"{relative} is not written yet (owned by another part of the project)")
-    return yaml.safe_load(path.read_text())
+    return yaml.safe_load((ROOT / relative).read_text())
 
 
 def buildspec_commands(spec: dict) -> list[str]:
@@ -266,15 +264,13 @@ def test_deploy_buildspec_exports_what_the_pipeline_deploys(template):
 
 
 def test_batch_stack_follows_the_prod_stack_under_the_cli_stack_name(resolved, project_config):
-    from mlops import batch
-
     actions = {s["Name"]: s["Actions"] for s in
                resolved["ModelDeployPipeline"]["Properties"]["Stages"]}["DeployProd"]
     order = {a["Name"]: a.get("RunOrder", 1) for a in actions}
     assert order["DeployProdStack"] < order["DeployBatchStack"]
     (batch_action,) = [a for a in actions if a["Name"] == "DeployBatchStack"]
     # `mlops batch deploy` (make deploy-batch) updates the same stack.
-    assert batch_action["Configuration"]["StackName"] == batch.pipeline_name(project_config)
+    assert batch_action["Configuration"]["StackName"] == project_config.batch_pipeline_name
 
 
 def test_staging_test_buildspec_exists_and_runs_commands():
@@ -632,7 +628,7 @@ def test_every_bucket_denies_plain_http(resolved):
 
 
 def test_template_fits_in_a_create_stack_call():
-    assert len(templates.compact_body(TEMPLATE).encode()) <= infra.MAX_TEMPLATE_BODY
+    assert len(templates.compact_body(TEMPLATE).encode()) <= stacks.MAX_TEMPLATE_BODY
 
 
 def moto_copy(source: dict) -> dict:
@@ -703,7 +699,7 @@ def apply_what_moto_ignores(s3, bucket: str, properties: dict) -> None:
 
 @pytest.fixture(scope="module")
 def moto_stack(template, resolved, tmp_path_factory):
-    """The project stack created in moto CloudFormation through mlops.infra.deploy."""
+    """The project stack created in moto CloudFormation through model_deploy.stacks.deploy."""
     copy_path = tmp_path_factory.mktemp("template") / "project.json"
     copy_path.write_text(json.dumps(moto_copy(template)))
     printed: list[str] = []
@@ -714,7 +710,7 @@ def moto_stack(template, resolved, tmp_path_factory):
             warnings.simplefilter("ignore")  # moto warns once per placeholder resource
             clients = {name: boto3.client(name) for name in ("cloudformation", "s3", "kms",
                                                              "iam", "events")}
-            outputs = infra.deploy(f"{PROJECT}-project", PARAMETERS, clients["cloudformation"],
+            outputs = stacks.deploy(f"{PROJECT}-project", PARAMETERS, clients["cloudformation"],
                                    template=copy_path, echo=printed.append)
             for name in BUCKETS:
                 properties = resolved[name]["Properties"]
@@ -732,7 +728,7 @@ def test_deploy_creates_the_stack_and_prints_its_outputs(moto_stack):
             "ArtifactBucket", "ProcessedDataPrefix"} <= set(outputs)
     assert moto_stack["printed"][0] == f"{PROJECT}-project: creating"
     assert f"DataBucket = {outputs['DataBucket']}" in moto_stack["printed"]
-    assert infra.stack_outputs(f"{PROJECT}-project", moto_stack["cloudformation"]) == outputs
+    assert stacks.stack_outputs(f"{PROJECT}-project", moto_stack["cloudformation"]) == outputs
 
 
 def test_outputs_name_the_project_resources(resolved, template):
@@ -800,8 +796,8 @@ def test_roles_and_rules_exist_in_the_account(moto_stack, resolved):
 def test_deploy_names_what_cloudformation_refuses(moto_stack, tmp_path):
     copy_path = tmp_path / "project.json"
     copy_path.write_text(json.dumps(moto_copy(load())))
-    with pytest.raises(infra.InfraError, match="^other: Missing parameter ConnectionArn"):
-        infra.deploy("other", {"ProjectName": PROJECT}, moto_stack["cloudformation"],
+    with pytest.raises(stacks.InfraError, match="^other: Missing parameter ConnectionArn"):
+        stacks.deploy("other", {"ProjectName": PROJECT}, moto_stack["cloudformation"],
                      template=copy_path, echo=lambda line: None)
 
 
@@ -812,17 +808,17 @@ def test_destroy_empties_the_buckets_and_deletes_the_stack(moto_stack):
                   Body=(ROOT / "data" / "abalone.csv").read_bytes())
     s3.put_object(Bucket=bucket, Key=f"{PROJECT}/data/raw/abalone.csv", Body=b"second version")
     printed: list[str] = []
-    infra.destroy(f"{PROJECT}-project", cfn, s3=s3, echo=printed.append)
+    stacks.destroy(f"{PROJECT}-project", cfn, s3=s3, echo=printed.append)
     assert f"{PROJECT}-project: emptying s3://{bucket}" in printed
     assert s3.list_buckets()["Buckets"] == []
-    with pytest.raises(infra.InfraError, match="does not exist"):
-        infra.stack_outputs(f"{PROJECT}-project", cfn)
+    with pytest.raises(stacks.InfraError, match="does not exist"):
+        stacks.stack_outputs(f"{PROJECT}-project", cfn)
     printed.clear()
-    infra.destroy(f"{PROJECT}-project", cfn, s3=s3, echo=printed.append)
+    stacks.destroy(f"{PROJECT}-project", cfn, s3=s3, echo=printed.append)
     assert printed == [f"{PROJECT}-project: no such stack, nothing to delete"]
 
 
-# ---------------------------------------------------------------- mlops.infra without AWS
+# ---------------------------------------------------------------- model_deploy.stacks without AWS
 def test_no_credentials_stops_with_a_clear_message(tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     empty.write_text("")
@@ -835,10 +831,10 @@ def test_no_credentials_stops_with_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance metadata lookup
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with pytest.raises(infra.InfraError, match="^no AWS credentials found: run `aws configure`"):
-        infra.deploy(f"{PROJECT}-project", PARAMETERS)
-    with pytest.raises(infra.InfraError, match="^no AWS credentials found"):
-        infra.destroy(f"{PROJECT}-project")
+    with pytest.raises(stacks.InfraError, match="^no AWS credentials found: run `aws configure`"):
+        stacks.deploy(f"{PROJECT}-project", PARAMETERS)
+    with pytest.raises(stacks.InfraError, match="^no AWS credentials found"):
+        stacks.destroy(f"{PROJECT}-project")
 
 
 def test_missing_region_stops_with_a_clear_message(monkeypatch, tmp_path):
@@ -850,21 +846,21 @@ def test_missing_region_stops_with_a_clear_message(monkeypatch, tmp_path):
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with pytest.raises(infra.InfraError, match="^no AWS region configured"):
-        infra.stack_outputs(f"{PROJECT}-project")
+    with pytest.raises(stacks.InfraError, match="^no AWS region configured"):
+        stacks.stack_outputs(f"{PROJECT}-project")
 
 
 def test_project_parameters_come_from_mlops_toml(project_config):
-    params = infra.project_parameters(project_config, repository="my-org/mlops-abalone",
+    params = stacks.project_parameters(project_config, repository="my-org/mlops-abalone",
                                       connection_arn=PARAMETERS["ConnectionArn"])
     assert params == PARAMETERS
-    codecommit = infra.project_parameters(project_config, repository="mlops-abalone",
+    codecommit = stacks.project_parameters(project_config, repository="mlops-abalone",
                                           source_type="CodeCommit", connection_arn="ignored")
     assert (codecommit["SourceType"], codecommit["ConnectionArn"]) == ("CodeCommit", "")
-    with pytest.raises(infra.InfraError, match="needs the connection's ARN"):
-        infra.project_parameters(project_config, repository="my-org/mlops-abalone")
-    with pytest.raises(infra.InfraError, match="source type 'GitHub'"):
-        infra.project_parameters(project_config, repository="r", source_type="GitHub")
+    with pytest.raises(stacks.InfraError, match="needs the connection's ARN"):
+        stacks.project_parameters(project_config, repository="my-org/mlops-abalone")
+    with pytest.raises(stacks.InfraError, match="source type 'GitHub'"):
+        stacks.project_parameters(project_config, repository="r", source_type="GitHub")
 
 
 def test_parameter_defaults_match_the_project_naming(template, project_config):
@@ -882,6 +878,6 @@ def test_parameter_defaults_match_the_project_naming(template, project_config):
 
 def test_deploy_refuses_a_template_over_the_size_limit(tmp_path):
     big = tmp_path / "big.yml"
-    big.write_text(f"Description: {'x' * infra.MAX_TEMPLATE_BODY}\n")
-    with pytest.raises(infra.InfraError, match="over 51200 bytes as compact JSON"):
-        infra.deploy("s", {}, client=object(), template=big)
+    big.write_text(f"Description: {'x' * stacks.MAX_TEMPLATE_BODY}\n")
+    with pytest.raises(stacks.InfraError, match="over 51200 bytes as compact JSON"):
+        stacks.deploy("s", {}, client=object(), template=big)

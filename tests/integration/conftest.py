@@ -1,65 +1,18 @@
-"""A model directory as the training job writes it, fitted here on abalone.csv.
+"""Fixtures of the integration tests: a fitted model directory, a private state, a server.
 
 The real model comes from `train.py`; these tests need a model of the same contract
-(a Pipeline over the raw feature columns in schema order), fitted on a train split and
-scored on a held-out split written as the preprocess step writes `test.csv`.
+(`tests.helpers.build_model_dir`: a Pipeline over the raw feature columns in schema order),
+fitted on a train split and scored on a held-out split written as preprocess writes `test.csv`.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 import threading
-from pathlib import Path
 
-import joblib
-import numpy as np
-import pandas as pd
 import pytest
-from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import Ridge
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
 
-from mlops import config
-from mlops.endpoint.server import make_server
-
-ROOT = Path(__file__).resolve().parents[2]
-INFERENCE_SCRIPT = ROOT / "model_build" / "scripts" / "inference.py"
-TEST_ROWS = 600
-# A linear model keeps the fixture quick to fit on a busy machine; serving is model-agnostic.
-
-
-def build_model_dir(model_dir: Path) -> tuple[Path, Path, float]:
-    """Fit, save model.joblib + schema.json + code/inference.py; returns the dir, the
-    test split CSV and the model's RMSE on it."""
-    cfg = config.load()
-    data = pd.read_csv(cfg.data_file)
-    shuffled = data.sample(frac=1.0, random_state=cfg.seed)
-    test, train = shuffled.iloc[:TEST_ROWS], shuffled.iloc[TEST_ROWS:]
-    features = cfg.feature_names
-    pipeline = Pipeline(
-        [
-            (
-                "encode",
-                ColumnTransformer(
-                    [("sex", OneHotEncoder(handle_unknown="ignore"), cfg.categorical)],
-                    remainder="passthrough",
-                ),
-            ),
-            ("regress", Ridge()),
-        ]
-    )
-    pipeline.fit(train[features], train[cfg.target])
-    model_dir.mkdir(parents=True, exist_ok=True)
-    joblib.dump(pipeline, model_dir / "model.joblib")
-    (model_dir / "schema.json").write_text(json.dumps(cfg.schema()))
-    (model_dir / "code").mkdir(exist_ok=True)
-    shutil.copy(INFERENCE_SCRIPT, model_dir / "code" / "inference.py")
-    test_csv = model_dir.parent / "test.csv"
-    test[[*features, cfg.target]].to_csv(test_csv, index=False)
-    errors = pipeline.predict(test[features]) - test[cfg.target].to_numpy()
-    return model_dir, test_csv, float(np.sqrt(np.mean(errors**2)))
+from mlops_local.endpoint.server import make_server
+from tests.helpers import build_model_dir
 
 
 @pytest.fixture(scope="session")

@@ -15,11 +15,11 @@ from cfnlint.api import ManualArgs, lint_file
 from cfnlint.decode.cfn_yaml import load as load_template
 from moto import mock_aws
 
-from mlops.config import ROOT
-from mlops.endpoint import process
-from mlops.registry import LocalRegistry
-from mlops.store import LocalStore
-from tests.conftest import run_mlops
+from mlops_core.config import ROOT
+from mlops_local.registry import LocalRegistry
+from mlops_local.store import LocalStore
+from model_deploy import gate
+from tests.helpers import run_mlops
 
 TEMPLATE = ROOT / "cloudformation" / "batch.yml"
 REGION = "us-east-1"
@@ -60,7 +60,7 @@ def test_batch_scores_equal_the_staging_endpoints(scored):
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     try:
         url = json.loads((state / "endpoints" / "staging.json").read_text())["url"]
-        status, answer = process.post(url, rows.read_bytes(), "text/csv", "text/csv")
+        status, answer = gate.post(url, rows.read_bytes(), "text/csv", "text/csv")
     finally:
         run_mlops(state, "endpoint", "stop", "staging")
     assert status == 200, answer
@@ -188,7 +188,7 @@ def test_batch_deploy_uploads_the_definition_and_schedules_the_approved_model(
         tmp_path, monkeypatch, project_config):
     """`mlops batch deploy` on the aws target, against moto: newest approved package in the
     stack parameters, the definition uploaded where the stack reads it."""
-    from mlops import batch
+    from mlops_core import targets
     from model_deploy import build
 
     copy = tmp_path / "batch.yml"
@@ -213,9 +213,9 @@ def test_batch_deploy_uploads_the_definition_and_schedules_the_approved_model(
                 "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"],
             })["ModelPackageArn"] for i, status in enumerate(["Approved", "Approved", "Rejected"])]
         cloudformation = boto3.client("cloudformation", region_name=REGION)
-        outputs = batch.deploy_schedule(project_config, sagemaker=sagemaker,
-                                        cloudformation=cloudformation, s3_client=s3,
-                                        echo=lambda line: None)
+        outputs = build.deploy_batch_stack(project_config, targets.aws(project_config, s3),
+                                           sagemaker=sagemaker, cloudformation=cloudformation,
+                                           echo=lambda line: None)
         stack = cloudformation.describe_stacks(StackName="abalone-batch")["Stacks"][0]
         parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
         uploaded = json.loads(s3.get_object(Bucket="abalone-data",

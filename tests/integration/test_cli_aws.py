@@ -13,8 +13,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from mlops import config as project_config
-from tests.conftest import run_mlops
+from mlops_core import config as project_config
+from tests.helpers import run_mlops
 
 BUCKET = "abalone-data-cli"
 ROLE = "arn:aws:iam::123456789012:role/abalone-sagemaker"

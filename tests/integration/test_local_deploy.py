@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from mlops.registry import LocalRegistry
-from tests.conftest import run_mlops
+from mlops_local.registry import LocalRegistry
+from tests.helpers import run_mlops
 
 ROW = "M,0.455,0.365,0.095,0.514,0.2245,0.101,0.15\nF,0.53,0.42,0.135,0.677,0.2565,0.1415,0.21\n"
 

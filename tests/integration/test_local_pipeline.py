@@ -13,10 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.registry import LocalRegistry
-from mlops.store import LocalStore
-from tests.conftest import run_mlops
-from tests.unit.test_preprocess import BROKEN
+from mlops_local.registry import LocalRegistry
+from mlops_local.store import LocalStore
+from tests.helpers import BROKEN, run_mlops
 
 JOB_STEPS = ("ValidateAndPreprocess", "DataQualityBaseline", "Train", "Evaluate")
 

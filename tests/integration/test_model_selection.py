@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.registry import LocalRegistry
-from mlops.store import LocalStore
+from mlops_local.registry import LocalRegistry
+from mlops_local.store import LocalStore
 from model_build.scripts import train
-from tests.conftest import run_mlops
-from tests.unit.test_definition import variant
+from tests.helpers import run_mlops, variant
 
 # Quick candidates, and one that crashes (a negative C), to keep the runs short.
 CANDIDATES = """
@@ -139,8 +138,6 @@ def test_comparison_is_found_in_the_training_job_directory(compared):
 def tuned(tmp_path_factory):
     """Two tuning runs in one state: the second on a copy of the data at another key, so no
     step is reused from the first (the copy is what changes; the search and its seed do not)."""
-    if not (Path(__file__).resolve().parents[2] / "mlops" / "engine" / "tuning.py").is_file():
-        pytest.skip("the local engine runs no Tuning step yet (mlops/engine/tuning.py)")
     directory = tmp_path_factory.mktemp("tune")
     state, config, _ = _run(directory, replace=TUNING)
     copy = f"s3://{config.local['bucket']}/{config.project}/data/rerun/{config.data_file.name}"

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mlops.endpoint.process import post
-from tests.conftest import run_mlops
+from model_deploy.gate import post
+from tests.helpers import run_mlops
 
 ROWS = 600  # enough for a 0.1 distribution distance to stand out from sampling noise
 BATCH = 50
@@ -108,7 +108,7 @@ def test_captured_traffic_is_still_checked_after_the_endpoint_stops(staging):
 def new_category_staging(tmp_path_factory):
     """A model whose schema allows sex 'X', which the training data never has: the endpoint
     accepts it, and the baseline (what the model was trained on) does not contain it."""
-    from tests.unit.test_definition import variant
+    from tests.helpers import variant
 
     directory = tmp_path_factory.mktemp("new-category")
     variant(directory, replace={'values = ["M", "F", "I"]': 'values = ["M", "F", "I", "X"]'})

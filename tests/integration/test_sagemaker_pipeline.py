@@ -8,9 +8,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from mlops import config as project_config
-from mlops import sagemaker_pipeline, targets
-from model_build import definition
+from mlops_core import config as project_config
+from mlops_core import targets
+from model_build import definition, sagemaker_pipeline
 
 ROLE = "arn:aws:iam::123456789012:role/abalone-sagemaker"
 

@@ -10,16 +10,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from mlops.config import load as load_config
-from mlops.registry import LocalRegistry
+from mlops_core.config import load as load_config
+from mlops_local.registry import LocalRegistry
 from model_deploy import build
+from tests.helpers import NAMES, REGION, register, set_status
 
-REGION = "us-east-1"
-NAMES = build.Names(
-    project="abalone", bucket="mlops-test", role_arn="arn:aws:iam::123456789012:role/mlops",
-    retrain_pipeline="abalone-train", drift_check_code_uri="s3://mlops-test/abalone/code/dc/",
-    drift_check_image_uri="sklearn-image", monitor_image_uri="monitor-image",
-)
 # The batch stack needs the project stack's key (the endpoint stacks make their own without).
 BATCH_NAMES = dataclasses.replace(
     NAMES, kms_key_arn="arn:aws:kms:us-east-1:123456789012:key/project-key")
@@ -56,37 +51,6 @@ class Recorder:
         return self.client.describe_model_package(**request)
 
 
-def register(client, group: str, count: int, baselines: bool = True) -> list[str]:
-    """`count` pending versions of a package, as the training pipeline registers them."""
-    if hasattr(client, "create_model_package_group"):  # the local registry has no groups
-        client.create_model_package_group(ModelPackageGroupName=group)
-    arns = []
-    for version in range(1, count + 1):
-        prefix = f"s3://mlops-test/abalone/{group}/v{version}"
-        request = {
-            "ModelPackageGroupName": group,
-            "ModelApprovalStatus": "PendingManualApproval",
-            "InferenceSpecification": {
-                "Containers": [{"Image": "sklearn-image",
-                                "ModelDataUrl": f"{prefix}/model.tar.gz",
-                                "Environment": {"SAGEMAKER_PROGRAM": "inference.py"}}],
-                "SupportedContentTypes": ["text/csv"],
-                "SupportedResponseMIMETypes": ["text/csv"],
-            },
-        }
-        if baselines:
-            request["DriftCheckBaselines"] = {"ModelDataQuality": {
-                "Statistics": {"ContentType": "application/json",
-                               "S3Uri": f"{prefix}/baseline/statistics.json"},
-                "Constraints": {"ContentType": "application/json",
-                                "S3Uri": f"{prefix}/baseline/constraints.json"},
-            }}
-        arns.append(client.create_model_package(**request)["ModelPackageArn"])
-    return arns
-
-
-def set_status(client, arn: str, status: str) -> None:
-    client.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=status)
 
 
 def test_newest_approved_wins_over_one_approved_later(registry, tmp_path, request):

@@ -11,10 +11,11 @@ import tarfile
 import botocore.httpsession
 import pytest
 
-from mlops import config as project_config
-from mlops import targets
-from mlops.store import LocalStore
+from mlops_core import config as project_config
+from mlops_core import targets
+from mlops_local.store import LocalStore
 from model_build import definition
+from tests.helpers import variant
 
 
 class NetworkUsed(AssertionError):
@@ -138,22 +139,6 @@ def test_outputs_are_per_execution(steps):
 
 # The model selection variants: a comparison of candidates, and a tuning job.
 
-def variant(directory, *, replace: dict | None = None,
-            candidates: str | None = None) -> project_config.Config:
-    """A copy of mlops.toml with lines replaced (each must be there) and, when `candidates` is
-    given, the [model.candidates.*] tables replaced by it."""
-    text = project_config.CONFIG_FILE.read_text()
-    data_file = project_config.load().data_file
-    replace = {'file = "data/abalone.csv"': f'file = "{data_file}"', **(replace or {})}
-    for old, new in replace.items():
-        assert old in text, f"mlops.toml no longer has {old!r}"
-        text = text.replace(old, new)
-    if candidates is not None:
-        text = re.sub(r"\[model\.candidates\.[^\]]+\]\n(?:[^\[\n].*\n)*\n?", "", text)
-        text += "\n" + candidates
-    path = directory / "mlops.toml"
-    path.write_text(text)
-    return project_config.load(path)
 
 
 def _flat(definition_json: str) -> dict:
@@ -308,7 +293,8 @@ def test_ranges_that_do_not_fit_the_regressor_are_refused(tmp_path):
         ({'strategy = "Bayesian"': 'strategy = "Grid"'}, "strategy = 'Grid'"),
         ({'objective = "validation:rmse"': 'objective = "validation:mape"'},
          "objective = 'validation:mape'"),
-        ({"min = 1.0": "min = 0.0"}, "[tuning.ranges.C] Logarithmic scaling needs min > 0"),
+        ({"min = 1.0": "min = 0.0"},
+         "[tuning.ranges.C] Logarithmic scaling needs a minimum above 0"),
         ({"min = 1.0": "min = 200.0"}, "[tuning.ranges.C] min = 200.0 must be below max"),
         ({'type = "continuous"\nmin = 1.0': 'type = "float"\nmin = 1.0'},
          "[tuning.ranges.C] type = 'float'"),

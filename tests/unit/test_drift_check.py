@@ -6,12 +6,14 @@ import json
 import uuid
 from datetime import UTC, datetime
 
+import boto3
+import moto
 import pandas as pd
 import pytest
 
-from mlops import monitor
-from mlops.registry import LocalRegistry
-from mlops.store import LocalStore
+from mlops_local import monitor
+from mlops_local.registry import LocalRegistry
+from mlops_local.store import LocalStore
 from model_build.scripts import baseline
 from model_deploy.monitoring import drift_check
 from model_deploy.monitoring.drift_check import DirectorySource, DriftCheckError, Window
@@ -286,8 +288,6 @@ def test_run_local_explains_missing_endpoint_and_other_version(deployed, traffic
 
 def test_cloud_job_reads_s3_capture_and_puts_cloudwatch_metrics(monkeypatch, baseline_files,
                                                                  traffic):
-    boto3 = pytest.importorskip("boto3")
-    moto = pytest.importorskip("moto")
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(key, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")

@@ -3,10 +3,10 @@ from datetime import timedelta
 
 import pytest
 
-from mlops.engine import run
-from mlops.engine.cache import parse_duration
-from mlops.engine.errors import DefinitionError
-from tests.unit.definitions import ABALONE, RAW_URI, load, stage
+from mlops_local.engine import run
+from mlops_local.engine.cache import parse_duration
+from mlops_local.engine.errors import DefinitionError
+from tests.helpers import ABALONE, RAW_URI, load, stage
 
 
 @pytest.fixture

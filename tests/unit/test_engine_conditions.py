@@ -1,7 +1,7 @@
 import pytest
 
-from mlops.engine.conditions import check, evaluate
-from mlops.engine.errors import DefinitionError, EngineError
+from mlops_local.engine.conditions import check, evaluate
+from mlops_local.engine.errors import DefinitionError, EngineError
 
 
 def identity(value):

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from mlops.engine.errors import DefinitionError, EngineError
-from mlops.engine.expressions import Context, parse_path, references
-from mlops.store import LocalStore
+from mlops_local.engine.errors import DefinitionError, EngineError
+from mlops_local.engine.expressions import Context, parse_path, references
+from mlops_local.store import LocalStore
 
 PROPERTIES = {
     "ProcessingOutputConfig": {"Outputs": [

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from mlops.engine import run
-from mlops.engine.errors import DefinitionError
-from mlops.engine.graph import build
-from tests.unit.definitions import load
+from mlops_local.engine import run
+from mlops_local.engine.errors import DefinitionError
+from mlops_local.engine.graph import build
+from tests.helpers import load
 
 
 def processing(name, **extra):

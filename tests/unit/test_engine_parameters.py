@@ -1,7 +1,7 @@
 import pytest
 
-from mlops.engine.errors import ParameterError
-from mlops.engine.parameters import resolve_parameters
+from mlops_local.engine.errors import ParameterError
+from mlops_local.engine.parameters import resolve_parameters
 
 DECLARED = [
     {"Name": "Url", "Type": "String", "DefaultValue": "s3://b/k"},

@@ -2,8 +2,8 @@ import csv
 
 import pytest
 
-from mlops.engine import list_executions, list_steps, run
-from tests.unit.definitions import ABALONE, load, stage
+from mlops_local.engine import list_executions, list_steps, run
+from tests.helpers import ABALONE, load, stage
 
 
 def mean_rings() -> float:

@@ -3,9 +3,9 @@ import tarfile
 
 import pytest
 
-from mlops.engine import run
-from mlops.registry import LocalRegistry
-from tests.unit.definitions import load, stage
+from mlops_local.engine import run
+from mlops_local.registry import LocalRegistry
+from tests.helpers import load, stage
 
 
 @pytest.fixture

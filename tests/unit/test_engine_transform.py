@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops import config
-from mlops.engine import runner
-from mlops.registry import LocalRegistry
-from mlops.store import LocalStore
-from tests.integration.conftest import build_model_dir
+from mlops_core import config
+from mlops_local.engine import runner
+from mlops_local.registry import LocalRegistry
+from mlops_local.store import LocalStore
+from tests.helpers import build_model_dir
 
 BUCKET = "mlops-test"
 OUTPUT = f"s3://{BUCKET}/abalone/batch/output"

@@ -12,8 +12,8 @@ import textwrap
 
 import pytest
 
-from mlops.engine import run
-from tests.unit.definitions import load, stage
+from mlops_local.engine import run
+from tests.helpers import load, stage
 
 OBJECTIVE = '''
 import argparse, csv, json, math, os, sys, time
@@ -276,4 +276,4 @@ def test_unsupported_strategy_and_bad_ranges_name_the_problem(state):
     ranges["ContinuousParameterRanges"][0]["MinValue"] = "0"
     _, step = tune(state, pipeline)
     assert step["FailureReason"] == ("the tuning job's parameter ranges are invalid: "
-                                     "lr: Logarithmic scaling needs MinValue above 0")
+                                     "lr: Logarithmic scaling needs a minimum above 0")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from model_build.scripts import inference
-from tests.integration.conftest import build_model_dir
+from tests.helpers import build_model_dir
 
 
 @pytest.fixture(scope="module")

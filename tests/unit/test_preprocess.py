@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from model_build.scripts import preprocess
+from tests.helpers import BROKEN, drop_column, set_cell
 
 SCRIPT = Path(preprocess.__file__)
 SPLITS = ("train", "validation", "test")
@@ -21,57 +22,9 @@ def _lines(abalone_path: Path) -> list[str]:
     return abalone_path.read_text().splitlines()
 
 
-def _set_cell(lines: list[str], row: int, column: str, value: str) -> list[str]:
-    """A copy of the CSV lines with one data cell (0-based data row) replaced."""
-    header = lines[0].split(",")
-    cells = lines[row + 1].split(",")
-    cells[header.index(column)] = value
-    return lines[: row + 1] + [",".join(cells)] + lines[row + 2 :]
 
 
-def _drop_column(lines: list[str], column: str) -> list[str]:
-    index = lines[0].split(",").index(column)
-    return [",".join(c for i, c in enumerate(line.split(",")) if i != index) for line in lines]
 
-
-# Each broken copy: how to break the lines, and what the problem list must say.
-# Data row r sits on file line r + 2 (the header is line 1).
-BROKEN = {
-    "missing column": (lambda ls: _drop_column(ls, "height"), ["column 'height' is missing"]),
-    "missing target": (lambda ls: _drop_column(ls, "rings"), ["column 'rings' is missing"]),
-    "text in numeric": (
-        lambda ls: _set_cell(ls, 4, "length", "abc"),
-        ["column 'length'", "1 row (line 6)", "'abc'", "not finite numbers"],
-    ),
-    "infinite number": (
-        lambda ls: _set_cell(ls, 0, "diameter", "inf"),
-        ["column 'diameter'", "line 2", "not finite numbers"],
-    ),
-    "unknown category": (
-        lambda ls: _set_cell(ls, 9, "sex", "X"),
-        ["column 'sex'", "line 11", "'X'", "allowed values"],
-    ),
-    "missing values": (
-        lambda ls: _set_cell(_set_cell(_set_cell(ls, 1, "whole_weight", ""), 2, "whole_weight",
-                                       "NaN"), 3, "whole_weight", "NA"),
-        ["column 'whole_weight'", "3 rows (line 3, 4, 5)", "missing value"],
-    ),
-    "empty file": (lambda ls: [], ["the file is empty"]),
-    "header only": (lambda ls: ls[:1], ["header but no data rows"]),
-    "no header": (lambda ls: ls[1:], ["no header row"]),
-    "ragged rows": (
-        lambda ls: ls[:3] + [ls[3] + ",1.0"] + ls[4:6] + [ls[6].rsplit(",", 2)[0]] + ls[7:],
-        ["2 rows (line 4, 7)", "do not have 9 fields"],
-    ),
-    "negative target": (
-        lambda ls: _set_cell(ls, 7, "rings", "-3"),
-        ["column 'rings'", "line 9", "negative"],
-    ),
-    "duplicate column": (
-        lambda ls: [ls[0] + ",sex"] + [line + ",M" for line in ls[1:]],
-        ["column 'sex' appears more than once"],
-    ),
-}
 
 
 def _validate_lines(tmp_path: Path, lines: list[str], schema: dict):
@@ -97,8 +50,8 @@ def test_broken_copy_fails_naming_the_problem(case, tmp_path, abalone_path, sche
 
 
 def test_every_problem_is_collected(tmp_path, abalone_path, schema):
-    lines = _set_cell(_set_cell(_lines(abalone_path), 0, "length", "x"), 1, "sex", "Q")
-    problems, _ = _validate_lines(tmp_path, _drop_column(lines, "shell_weight"), schema)
+    lines = set_cell(set_cell(_lines(abalone_path), 0, "length", "x"), 1, "sex", "Q")
+    problems, _ = _validate_lines(tmp_path, drop_column(lines, "shell_weight"), schema)
     assert sorted(p.column for p in problems) == ["length", "sex", "shell_weight"]
 
 
@@ -140,7 +93,7 @@ def test_run_writes_splits_in_schema_order(abalone_split, schema):
 def test_run_on_bad_data_writes_report_and_no_split(tmp_path, abalone_path, schema):
     raw = tmp_path / "raw"
     raw.mkdir()
-    (raw / "data.csv").write_text("\n".join(_drop_column(_lines(abalone_path), "height")))
+    (raw / "data.csv").write_text("\n".join(drop_column(_lines(abalone_path), "height")))
     (tmp_path / "schema.json").write_text(json.dumps(schema))
     with pytest.raises(preprocess.DataError, match="column 'height' is missing"):
         preprocess.run(raw, tmp_path / "schema.json", tmp_path / "out")
@@ -182,7 +135,7 @@ def test_script_splits_good_data(tmp_path, abalone_path, schema):
 
 
 def test_script_fails_on_bad_data_with_message(tmp_path, abalone_path, schema):
-    lines = _set_cell(_set_cell(_lines(abalone_path), 2, "sex", "X"), 5, "rings", "-1")
+    lines = set_cell(set_cell(_lines(abalone_path), 2, "sex", "X"), 5, "rings", "-1")
     opt_ml = _container(tmp_path / "job", lines, schema)
     result = _run_script(opt_ml, cwd=tmp_path)
     assert result.returncode == 1

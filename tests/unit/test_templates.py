@@ -1,4 +1,4 @@
-"""mlops.templates reads the templates exactly as cfn-lint (and CloudFormation) do."""
+"""mlops_core.templates reads the templates exactly as cfn-lint (and CloudFormation) do."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 from cfnlint.decode import decode
 
-from mlops import templates
-from mlops.config import ROOT
+from mlops_core import templates
+from mlops_core.config import ROOT
 
 TEMPLATES = sorted((ROOT / "cloudformation").glob("*.yml"))
 

@@ -1,0 +1,85 @@
+"""One job's sandbox: `/opt/ml` mapped to a per-job directory; its user code run as a process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops_local.registry import LOCAL_ACCOUNT
+from mlops_local.store import LocalStore
+
+OPT_ML = "/opt/ml"
+PYTHONS = ("python", "python3", "/usr/bin/python3", "/usr/local/bin/python", "/usr/bin/python")
+TAIL_LINES = 15
+
+
+@dataclass(frozen=True)
+class Job:
+    """The name and directories of one step's job in one execution."""
+
+    name: str
+    root: Path  # <state>/jobs/<execution>/<step>
+    store: LocalStore
+    region: str = "us-east-1"
+
+    def arn(self, kind: str) -> str:
+        return f"arn:aws:sagemaker:{self.region}:{LOCAL_ACCOUNT}:{kind}/{self.name}"
+
+    @property
+    def opt_ml(self) -> Path:
+        return self.root / "opt_ml"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "job.log"
+
+    def container(self, path: str) -> Path:
+        """The local directory behind a container path under /opt/ml."""
+        return Path(self.map(path))
+
+    def map(self, value):
+        """Rewrite a string (or the strings in a list) that starts with /opt/ml to this job."""
+        if isinstance(value, list):
+            return [self.map(item) for item in value]
+        if isinstance(value, str) and (value == OPT_ML or value.startswith(OPT_ML + "/")):
+            return str(self.opt_ml) + value[len(OPT_ML):]
+        return value
+
+    def python_command(self, command: list[str]) -> list[str]:
+        """The command with its Python interpreter replaced by this one."""
+        command = [self.map(part) for part in command]
+        if command and command[0] in PYTHONS:
+            command[0] = sys.executable
+        return command
+
+    def run(self, command: list[str], environment: dict, cwd: Path | None = None) -> int:
+        """Run the command with stdout and stderr appended to the job log; the exit code."""
+        env = {**os.environ, **{k: str(v) for k, v in environment.items()}}
+        env["MLOPS_OPT_ML"] = str(self.opt_ml)
+        env["PYTHONUNBUFFERED"] = "1"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "a") as log:
+            log.write(f"$ {' '.join(command)}\n")
+            log.flush()
+            try:
+                completed = subprocess.run(
+                    command, env=env, cwd=cwd or self.opt_ml, stdout=log,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False,
+                )
+            except OSError as err:
+                log.write(f"cannot start {command[0]}: {err}\n")
+                return 127
+        return completed.returncode
+
+    def failure_reason(self, exit_code: int, message_file: Path) -> str:
+        """The job's own message (if it wrote one), then the log's last lines and its path."""
+        message = ""
+        if message_file.is_file():
+            message = message_file.read_text(errors="replace").strip()
+        lines = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        tail = "\n".join(lines[-TAIL_LINES:])
+        head = message or f"the job exited with code {exit_code}"
+        return f"{head}\nlast lines of {self.log}:\n{tail}"

@@ -1,0 +1,174 @@
+"""Run the drift check locally for a stage's endpoint, as the cloud monitoring schedule does.
+
+The endpoint record (`<state>/endpoints/<stage>.json`) names the model package that served the
+traffic and its capture prefix; the registry names that package's data-quality baseline; the
+check (`model_deploy/monitoring/drift_check.py`, the same script the Processing job runs)
+writes its outputs under `s3://<local bucket>/<project>/monitoring/<stage>/<timestamp>/`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from mlops_core import config as mlops_config
+from mlops_local.endpoint import lifecycle
+from mlops_local.registry import LocalRegistry, RegistryError
+from mlops_local.store import LocalStore, StoreError
+from model_deploy.monitoring import drift_check
+
+METRIC_NAMESPACE = "aws/sagemaker/Endpoints/data-metrics"
+
+
+class MonitorError(ValueError):
+    """The local drift check cannot run or give a verdict; the message says why."""
+
+
+@dataclass(frozen=True)
+class Row:
+    feature: str
+    check: str
+    distance: float | None
+    threshold: float | None
+    verdict: str
+
+
+@dataclass
+class MonitorResult:
+    stage: str
+    model_package_arn: str
+    model_version: int
+    verdict: str
+    rows: list[Row]
+    violations: list[dict]
+    counts: dict
+    output_uri: str
+    report_path: Path
+    metrics_uri: str = ""
+    window: dict = field(default_factory=dict)
+
+
+def baseline_uris(registry: LocalRegistry, package_arn: str) -> tuple[str, str]:
+    """The data-quality statistics and constraints URIs registered with a model package."""
+    try:
+        package = registry.describe_model_package(ModelPackageName=package_arn)
+    except RegistryError as err:
+        raise MonitorError(str(err)) from None
+    quality = package.get("DriftCheckBaselines", {}).get("ModelDataQuality", {})
+    try:
+        return quality["Statistics"]["S3Uri"], quality["Constraints"]["S3Uri"]
+    except KeyError:
+        raise MonitorError(
+            f"model package {package_arn} registers no data-quality baseline "
+            "(DriftCheckBaselines.ModelDataQuality.Statistics/Constraints)"
+        ) from None
+
+
+def _moment(value: datetime | str | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        return drift_check.parse_time(value)
+    except drift_check.DriftCheckError as err:
+        raise MonitorError(str(err)) from None
+
+
+def local_metrics_sink(
+    store: LocalStore, uri: str, dimensions: list[dict]
+) -> drift_check.MetricSink:
+    """Keep the metrics CloudWatch would get as one JSON record in the local store."""
+    def put(data: list[dict]) -> None:
+        record = {"Namespace": METRIC_NAMESPACE, "Dimensions": dimensions,
+                  "Timestamp": datetime.now(UTC).isoformat(), "MetricData": data}
+        store.put_bytes(uri, json.dumps(record, indent=2).encode())
+    return put
+
+
+def result_rows(result: drift_check.DriftResult) -> list[Row]:
+    """One row per feature for the distribution comparison, one per other violation."""
+    rows = [Row(f.name, "baseline_drift_check", f.distance, f.threshold, f.verdict)
+            for f in result.features]
+    rows += [Row(v["feature_name"], v["constraint_check_type"], None, None, "violation")
+             for v in result.violations if v["constraint_check_type"] != "baseline_drift_check"]
+    return rows
+
+
+def run_local(
+    stage: str,
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
+    *,
+    cfg: mlops_config.Config | None = None,
+    store: LocalStore | None = None,
+    registry: LocalRegistry | None = None,
+) -> MonitorResult:
+    """Check the traffic the stage's endpoint captured in [start, end) against its baseline."""
+    cfg = cfg or mlops_config.load()
+    store = store or LocalStore()
+    registry = registry or LocalRegistry(region=cfg.local.get("region", "us-east-1"))
+    try:
+        endpoint = lifecycle.last_record(stage)  # a stopped endpoint's capture stays checkable
+    except lifecycle.EndpointError as err:
+        raise MonitorError(str(err)) from None
+    info = endpoint.get("model_info") or {}
+    if "ModelPackageArn" not in info or "ModelPackageVersion" not in info:
+        raise MonitorError(f"the endpoint of stage {stage} records no model package version")
+    if not endpoint.get("capture_uri"):
+        raise MonitorError(f"the endpoint of stage {stage} has no data capture configured")
+    statistics_uri, constraints_uri = baseline_uris(registry, info["ModelPackageArn"])
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    prefix = f"s3://{cfg.local['bucket']}/{cfg.project}/monitoring/{stage}"
+    output_uri, metrics_uri = f"{prefix}/{stamp}", f"{prefix}/metrics/{stamp}.json"
+    dimensions = [{"Name": "Endpoint", "Value": endpoint.get("endpoint_name")
+                   or cfg.endpoint_name(stage)}]
+    try:
+        source = drift_check.DirectorySource(store.path(endpoint["capture_uri"]),
+                                             endpoint["capture_uri"])
+        with tempfile.TemporaryDirectory() as scratch:
+            checked = drift_check.run(
+                source, store.path(statistics_uri), store.path(constraints_uri), Path(scratch),
+                window=drift_check.Window(_moment(start), _moment(end)),
+                model_version=int(info["ModelPackageVersion"]),
+                metrics_sink=local_metrics_sink(store, metrics_uri, dimensions),
+            )
+            store.upload_dir(Path(scratch), output_uri)
+    except (drift_check.DriftCheckError, StoreError) as err:
+        raise MonitorError(f"stage {stage}: {err}") from None
+    return MonitorResult(
+        stage=stage, model_package_arn=info["ModelPackageArn"],
+        model_version=int(info["ModelPackageVersion"]), verdict=checked.verdict,
+        rows=result_rows(checked), violations=checked.violations, counts=checked.counts,
+        output_uri=output_uri, report_path=store.path(output_uri) / "report.html",
+        metrics_uri=metrics_uri, window=checked.window,
+    )
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def format_table(result: MonitorResult) -> str:
+    """The result as the CLI prints it: a summary line, the checks table, where the report is."""
+    table = Table(title=f"{result.stage}: model version {result.model_version}, "
+                        f"{result.counts['rows_checked']} rows -> {result.verdict}")
+    for column in ("feature", "check", "distance", "threshold", "verdict"):
+        table.add_column(column, justify="right" if column in ("distance", "threshold") else "left")
+    styles = {"drift": "bold red", "violation": "red", "inconclusive": "yellow", "ok": "green"}
+    for row in result.rows:
+        table.add_row(row.feature, row.check, _number(row.distance), _number(row.threshold),
+                      f"[{styles.get(row.verdict, 'white')}]{row.verdict}[/]")
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=110, force_terminal=False)
+    console.print(table)
+    counts = result.counts
+    if counts["invalid_lines"] or counts["invalid_bodies"]:
+        console.print(f"skipped {counts['invalid_lines']} invalid capture lines and "
+                      f"{counts['invalid_bodies']} unreadable request bodies")
+    return buffer.getvalue() + f"report: {result.report_path}\n"
