@@ -57,6 +57,7 @@ from model_build.sessions import ContentAddressedSession, OfflineModelTrainer
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 PROCESSING = "/opt/ml/processing"
+CONTRACT_DIR = f"{PROCESSING}/input/contract"
 METRIC_REGEX = r"validation_rmse=([0-9.eE+-]+)"
 # What train.py logs, as "validation:rmse" etc.: the tuning objective is one of them.
 METRIC_DEFINITIONS = [
@@ -116,6 +117,8 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
     hyperparameters = _hyperparameters(config, tuned=tunes)
 
     schema_uri = _upload_schema(session, config)
+    # The data contract every job script imports, shipped as an input on PYTHONPATH.
+    contract_input = _input("contract", _upload_script(session, "contract.py"), CONTRACT_DIR)
 
     def processor(job: str) -> ScriptProcessor:
         return ScriptProcessor(
@@ -125,6 +128,7 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
             instance_type=processing_type,
             instance_count=processing_count,
             base_job_name=f"{project}-{job}",
+            env={"PYTHONPATH": CONTRACT_DIR},
             sagemaker_session=session,
         )
 
@@ -136,6 +140,7 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
             inputs=[
                 _input("raw", input_data, f"{PROCESSING}/input/data"),
                 schema_input,
+                contract_input,
             ],
             outputs=[
                 _output(name, f"{PROCESSING}/{name}", artifacts("preprocess", name))
@@ -150,7 +155,8 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
         name="DataQualityBaseline",
         step_args=processor("baseline").run(
             code=_upload_script(session, "baseline.py"),
-            inputs=[_input("train", train_uri, f"{PROCESSING}/input/train"), schema_input],
+            inputs=[_input("train", train_uri, f"{PROCESSING}/input/train"), schema_input,
+                    contract_input],
             outputs=[_output("baseline", f"{PROCESSING}/baseline", artifacts("baseline"))],
         ),
         cache_config=cache,
@@ -209,6 +215,7 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
             inputs=[
                 _input("model", model_data, f"{PROCESSING}/model"),
                 _input("test", _output_uri(preprocess, "test"), f"{PROCESSING}/test"),
+                contract_input,
             ],
             outputs=[_output("evaluation", f"{PROCESSING}/evaluation", artifacts("evaluation"))],
         ),

@@ -37,6 +37,7 @@ TEMPLATE = HERE.parent / "cloudformation" / "endpoint.yml"
 BATCH_TEMPLATE = HERE.parent / "cloudformation" / "batch.yml"
 BATCH_CONFIG = "batch-config.json"
 MONITOR_CODE = HERE / "monitoring"
+CONTRACT = ROOT / "model_build" / "scripts" / "contract.py"
 
 
 def _batch_factory():
@@ -294,8 +295,9 @@ def publish(templates_out: dict[str, Path], documents: dict[str, dict], output_d
 
 
 def monitor_code(target: Target, project: str) -> tuple[str, list[Path]]:
-    """The drift check and its helpers, and the content-addressed prefix they go under."""
-    files = sorted(MONITOR_CODE.glob("*.py"))
+    """The drift check, its helpers and the data contract, and the content-addressed prefix
+    they go under (the monitoring job runs them side by side)."""
+    files = sorted([*MONITOR_CODE.glob("*.py"), CONTRACT])
     return f"s3://{target.bucket}/{project}/code/drift-check/{content_hash(*files)}/", files
 
 

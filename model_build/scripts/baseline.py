@@ -4,19 +4,23 @@ Writes `statistics.json` and `constraints.json` in SageMaker Model Monitor's for
 registered model package can name them as its drift-check baselines and the monitoring job
 (`model_deploy/monitoring/drift_check.py`, or Model Monitor itself) can compare traffic with them.
 
-Runs in the SageMaker scikit-learn container, so it imports only the standard library, numpy
-and pandas. Container paths are under OPT_ML (``$MLOPS_OPT_ML`` or ``/opt/ml``).
+Runs in the SageMaker scikit-learn container, so it imports only the standard library, numpy,
+pandas and the data contract shipped with it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+try:
+    import contract  # shipped with the job
+except ImportError:
+    from model_build.scripts import contract
 
 HISTOGRAM_BUCKETS = 10  # Model Monitor materialises its KLL distribution in 10 buckets
 SKETCH_K = 2048  # items kept by the quantile sketch; more rows are compacted to K quantiles
@@ -42,14 +46,9 @@ class BaselineError(Exception):
 
 def load_schema(path: Path) -> dict:
     try:
-        schema = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise BaselineError(f"schema file not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise BaselineError(f"schema file {path} is not valid JSON: {err}") from None
-    if not schema.get("features"):
-        raise BaselineError(f"schema file {path} lists no 'features'")
-    return schema
+        return contract.load_schema(path)
+    except contract.ContractError as err:
+        raise BaselineError(str(err)) from None
 
 
 def load_features(path: Path, schema: dict) -> pd.DataFrame:
@@ -70,17 +69,18 @@ def load_features(path: Path, schema: dict) -> pd.DataFrame:
 
 
 def _present(cells: pd.Series) -> pd.Series:
-    return cells.str.strip().ne("")
+    return pd.Series(~contract.missing_mask(cells), index=cells.index)
 
 
 def _numbers(name: str, cells: pd.Series) -> np.ndarray:
-    values = pd.to_numeric(cells, errors="coerce")
-    bad = cells[values.isna()]
+    values = contract.numbers(cells)
+    bad = cells[np.isnan(values)]
     if len(bad):
         raise BaselineError(
-            f"numeric feature '{name}' has {len(bad)} non-numeric value(s), e.g. {bad.iloc[0]!r}"
+            f"numeric feature '{name}' has {len(bad)} value(s) that are not finite numbers, "
+            f"e.g. {bad.iloc[0]!r}"
         )
-    return values.to_numpy(dtype=float)
+    return values
 
 
 def quantile_sketch(values: np.ndarray) -> list[float]:
@@ -183,36 +183,24 @@ def constraints(stats: dict) -> dict:
     return {"version": 0.0, "features": features, "monitoring_config": MONITORING_CONFIG}
 
 
-def write_json(path: Path, document: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(document, indent=2))
-    partial.replace(path)
-
-
 def run(train_csv: Path, schema_path: Path, output_dir: Path) -> tuple[dict, dict]:
     """Baseline the training data; writes and returns (statistics, constraints)."""
     schema = load_schema(schema_path)
     stats = statistics(load_features(train_csv, schema), schema)
     suggested = constraints(stats)
-    write_json(Path(output_dir) / "statistics.json", stats)
-    write_json(Path(output_dir) / "constraints.json", suggested)
+    contract.write_text(Path(output_dir) / "statistics.json", json.dumps(stats, indent=2))
+    contract.write_text(Path(output_dir) / "constraints.json", json.dumps(suggested, indent=2))
     return stats, suggested
 
 
 def main() -> int:
-    opt_ml = Path(os.environ.get("MLOPS_OPT_ML", "/opt/ml"))
-    processing = opt_ml / "processing"
+    processing = contract.opt_ml() / "processing"
     try:
         stats, _ = run(processing / "input" / "train" / "train.csv",
-                       processing / "input" / "schema" / "schema.json",
+                       processing / "input" / "schema" / contract.SCHEMA_FILE,
                        processing / "baseline")
     except BaselineError as err:
-        message = opt_ml / "output" / "message"
-        message.parent.mkdir(parents=True, exist_ok=True)
-        message.write_text(str(err))
-        print(err, file=sys.stderr)
-        return 1
+        return contract.fail(str(err))
     names = [f["name"] for f in stats["features"]]
     print(f"baselined {int(stats['dataset']['item_count'])} rows, features {names}")
     return 0

@@ -1,7 +1,8 @@
 """Processing step "evaluate": score the trained model on the test split.
 
 Writes ``evaluation.json`` in the SageMaker ModelMetrics ``regression_metrics`` shape and a
-predicted-vs-actual plot. Imports only what the SageMaker scikit-learn container has.
+predicted-vs-actual plot. Imports only what the SageMaker scikit-learn container has, and the
+data contract shipped with it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,13 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+try:
+    import contract  # shipped with the job
+except ImportError:
+    from model_build.scripts import contract
+
 MODEL_FILE = "model.joblib"
-SCHEMA_FILE = "schema.json"
+SCHEMA_FILE = contract.SCHEMA_FILE
 BOOTSTRAP_ROUNDS = 1000
 BOOTSTRAP_SEED = 0
 
@@ -44,24 +50,20 @@ def load_model(archive: Path) -> tuple[object, dict]:
         raise EvaluationError(f"model archive not found: {archive}") from None
     except tarfile.TarError as err:
         raise EvaluationError(f"{archive.name} is not a gzip tar archive: {err}") from None
-    return joblib.load(io.BytesIO(payloads[MODEL_FILE])), json.loads(payloads[SCHEMA_FILE])
+    try:
+        schema = contract.parse_schema(payloads[SCHEMA_FILE].decode(),
+                                       f"{archive.name}:{SCHEMA_FILE}")
+    except (contract.ContractError, UnicodeDecodeError) as err:
+        raise EvaluationError(str(err)) from None
+    return joblib.load(io.BytesIO(payloads[MODEL_FILE])), schema
 
 
 def read_test(path: Path, schema: dict) -> tuple[pd.DataFrame, pd.Series]:
     """Features (schema order) and target of the test split."""
     try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError:
-        raise EvaluationError(f"test data not found: {path}") from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
-        raise EvaluationError(f"{path.name} cannot be read as CSV: {err}") from None
-    features = [f["name"] for f in schema["features"]]
-    missing = [c for c in features + [schema["target"]] if c not in frame.columns]
-    if missing:
-        raise EvaluationError(f"{path.name} is missing column(s) {', '.join(missing)}")
-    if frame.empty:
-        raise EvaluationError(f"{path.name} has no rows")
-    return frame[features], frame[schema["target"]]
+        return contract.read_split(path, schema)
+    except contract.ContractError as err:
+        raise EvaluationError(str(err)) from None
 
 
 def _metrics(actual: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -126,17 +128,12 @@ def evaluate(archive: Path, test_csv: Path, output_dir: Path) -> dict:
 
 
 def main() -> int:
-    opt_ml = Path(os.environ.get("MLOPS_OPT_ML", "/opt/ml"))
-    processing = opt_ml / "processing"
+    processing = contract.opt_ml() / "processing"
     try:
         report = evaluate(processing / "model" / "model.tar.gz",
                           processing / "test" / "test.csv", processing / "evaluation")
     except EvaluationError as err:
-        message = opt_ml / "output" / "message"
-        message.parent.mkdir(parents=True, exist_ok=True)
-        message.write_text(f"{err}\n")
-        print(err, file=sys.stderr)
-        return 1
+        return contract.fail(str(err))
     print(json.dumps(report))
     return 0
 

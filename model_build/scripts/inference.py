@@ -11,7 +11,8 @@ Answers are `text/csv` (one prediction per line) or `application/json` (`{"predi
 Bad input raises `BadRequest` (a ValueError) whose message names the problem; its
 `http_status` says which HTTP status the serving layer should answer with.
 
-Runs inside the container: standard library, numpy, pandas, scikit-learn and joblib only.
+Runs inside the container: standard library, numpy, pandas, scikit-learn, joblib and the data
+contract shipped beside it in `code/`.
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import joblib
 import numpy as np
 import pandas as pd
+
+try:
+    import contract  # shipped beside this file in the model's code/
+except ImportError:
+    from model_build.scripts import contract
 
 CSV = "text/csv"
 JSON = "application/json"
@@ -60,14 +65,9 @@ class ServingModel:
 
 def model_fn(model_dir):
     model_dir = Path(model_dir)
-    schema = json.loads((model_dir / "schema.json").read_text())
-    features = tuple(f["name"] for f in schema["features"])
-    categories = {
-        f["name"]: tuple(str(v) for v in f["values"])
-        for f in schema["features"]
-        if f["type"] == "categorical"
-    }
-    return ServingModel(joblib.load(model_dir / "model.joblib"), features, categories)
+    schema = contract.load_schema(model_dir / contract.SCHEMA_FILE)
+    return ServingModel(joblib.load(model_dir / "model.joblib"),
+                        tuple(contract.feature_names(schema)), contract.categories(schema))
 
 
 def media_type(header) -> str:
@@ -98,6 +98,8 @@ def _json_instances(text: str) -> list:
         document = json.loads(text)
     except json.JSONDecodeError as err:
         raise BadRequest(f"malformed JSON: {err}") from None
+    except RecursionError:
+        raise BadRequest("malformed JSON: nested too deeply") from None
     if not isinstance(document, dict) or "instances" not in document:
         raise BadRequest('JSON body must be an object {"instances": [...]}')
     instances = document["instances"]
@@ -145,35 +147,26 @@ def _as_list(row, number: int, features: tuple[str, ...]) -> list:
 
 def _numeric(name: str, cells: list) -> np.ndarray:
     try:
-        values = np.array(cells, dtype=float)
-        bad = ~np.isfinite(values)
-    except (TypeError, ValueError):
-        bad = [not _is_finite_number(cell) for cell in cells]
-    if np.any(bad):
-        number = int(np.argmax(bad)) + 1
-        raise BadRequest(
-            f"row {number}, column '{name}': {cells[number - 1]!r} is not a finite number"
-        )
+        values = np.array(cells, dtype=float)  # the fast path: every cell a number
+    except (TypeError, ValueError, OverflowError):
+        values = None
+    if values is None or not np.all(np.isfinite(values)):
+        for number, cell in enumerate(cells, start=1):
+            try:
+                contract.to_number(cell)
+            except contract.ContractError as err:
+                raise BadRequest(f"row {number}, column '{name}': {cell!r} is {err}") from None
     return values
 
 
-def _is_finite_number(cell) -> bool:
-    if isinstance(cell, bool) or cell is None:
-        return False
-    try:
-        return math.isfinite(float(cell))
-    except (TypeError, ValueError):
-        return False
-
-
 def _categorical(name: str, cells: list, allowed: tuple[str, ...]) -> list:
-    cells = [cell.strip() if isinstance(cell, str) else cell for cell in cells]
+    values = []
     for number, cell in enumerate(cells, start=1):
-        if not isinstance(cell, str) or cell not in allowed:
-            raise BadRequest(
-                f"row {number}, column '{name}': unknown category {cell!r}; allowed {list(allowed)}"
-            )
-    return cells
+        try:
+            values.append(contract.to_category(cell, allowed))
+        except contract.ContractError as err:
+            raise BadRequest(f"row {number}, column '{name}': {cell!r} is {err}") from None
+    return values
 
 
 def output_fn(prediction, accept):

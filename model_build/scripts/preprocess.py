@@ -1,15 +1,13 @@
 """Processing step "validate and preprocess": check the raw CSV against the schema, then split it.
 
 Runs in the SageMaker scikit-learn container, so it imports only the standard library,
-numpy and pandas. Container paths are under OPT_ML (``$MLOPS_OPT_ML`` or ``/opt/ml``).
+numpy, pandas and the data contract shipped with it.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-MISSING_TOKENS = {"", "na", "n/a", "nan", "null", "none"}
+try:
+    import contract  # shipped with the job
+except ImportError:
+    from model_build.scripts import contract
+
 MAX_EXAMPLES = 5
 
 
@@ -40,15 +42,9 @@ class RawTable:
 
 def load_schema(path: Path) -> dict:
     try:
-        schema = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise DataError(f"schema file not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"schema file {path} is not valid JSON: {err}") from None
-    for key in ("target", "features", "seed", "validation_fraction", "test_fraction"):
-        if key not in schema:
-            raise DataError(f"schema file {path} has no '{key}'")
-    return schema
+        return contract.load_schema(path)
+    except contract.ContractError as err:
+        raise DataError(str(err)) from None
 
 
 def find_input_csv(directory: Path) -> Path:
@@ -134,24 +130,19 @@ def _column(table: RawTable, name: str) -> tuple[list[str], list[int]]:
     return [c for c, _ in cells], [line for _, line in cells]
 
 
-def _missing(cells: list[str]) -> list[bool]:
-    return [cell.lower() in MISSING_TOKENS for cell in cells]
-
-
 def check_numeric(name: str, cells: list[str], lines: list[int], *, target: bool) -> list[Problem]:
     problems = []
     bad, bad_values, negative = [], [], []
     for cell, line in zip(cells, lines, strict=True):
-        if cell.lower() in MISSING_TOKENS:
+        if contract.is_missing(cell):
             continue
         try:
-            value = float(cell)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
+            value = contract.to_number(cell)
+        except contract.ContractError:
             bad.append(line)
             bad_values.append(cell)
-        elif target and value < 0:
+            continue
+        if target and value < 0:
             negative.append(line)
     if bad:
         problems.append(Problem(name, f"column '{name}': {_describe(bad, bad_values)} "
@@ -166,7 +157,7 @@ def check_categorical(name: str, allowed: list[str], cells: list[str],
                       lines: list[int]) -> list[Problem]:
     allowed_set = set(allowed)
     unknown = [(cell, line) for cell, line in zip(cells, lines, strict=True)
-               if cell.lower() not in MISSING_TOKENS and cell not in allowed_set]
+               if not contract.is_missing(cell) and cell not in allowed_set]
     if not unknown:
         return []
     values = sorted({cell for cell, _ in unknown})
@@ -182,7 +173,8 @@ def check_cells(table: RawTable, schema: dict) -> list[Problem]:
         if name not in table.header or table.header.count(name) > 1:
             continue
         cells, lines = _column(table, name)
-        missing = [line for line, gone in zip(lines, _missing(cells), strict=True) if gone]
+        missing = [line for cell, line in zip(cells, lines, strict=True)
+                   if contract.is_missing(cell)]
         if missing:
             problems.append(Problem(name, f"column '{name}': {_describe(missing)} "
                                           "have a missing value"))
@@ -234,14 +226,6 @@ def split(frame: pd.DataFrame, schema: dict) -> dict[str, pd.DataFrame]:
     return {name: frame.iloc[np.sort(rows)] for name, rows in parts.items()}
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
 def build_report(source: Path, table: RawTable, problems: list[Problem],
                  extra: list[str]) -> dict:
     return {
@@ -267,24 +251,22 @@ def run(data_dir: Path, schema_path: Path, output_dir: Path) -> dict:
     table = read_raw(source)
     problems, extra = validate(table, schema)
     report = build_report(source, table, problems, extra)
-    write_atomic(output_dir / "report" / "validation_report.json", json.dumps(report, indent=2))
+    contract.write_text(output_dir / "report" / "validation_report.json",
+                        json.dumps(report, indent=2))
     if problems:
         raise DataError(failure_message(source, problems))
     for name, part in split(to_frame(table, schema), schema).items():
-        write_atomic(output_dir / name / f"{name}.csv", part.to_csv(index=False))
+        contract.write_text(output_dir / name / f"{name}.csv", part.to_csv(index=False))
     return report
 
 
 def main() -> int:
-    opt_ml = Path(os.environ.get("MLOPS_OPT_ML", "/opt/ml"))
-    processing = opt_ml / "processing"
+    processing = contract.opt_ml() / "processing"
     try:
         report = run(processing / "input" / "data", processing / "input" / "schema" /
-                     "schema.json", processing)
+                     contract.SCHEMA_FILE, processing)
     except DataError as err:
-        write_atomic(opt_ml / "output" / "message", str(err))
-        print(err, file=sys.stderr)
-        return 1
+        return contract.fail(str(err).rstrip())
     note = f"; extra columns ignored: {report['extra_columns']}" if report["extra_columns"] else ""
     print(f"validated {report['rows']} rows of {report['source']}{note}")
     return 0

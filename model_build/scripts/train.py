@@ -5,7 +5,7 @@ Run as ``python train.py --regressor svr --C 20 ...`` with the SageMaker trainin
 With ``--candidates '{"name": {"regressor": ..., ...}, ...}'`` it trains every candidate on
 the same split, writes the comparison (``comparison.json``, ``comparison.png``) next to the
 model and keeps the best by ``--selection_metric``. Imports only what the SageMaker
-scikit-learn container has.
+scikit-learn container has, and the data contract shipped beside it.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVR
+
+try:
+    import contract  # shipped in the job's source directory
+except ImportError:
+    from model_build.scripts import contract
 
 INFERENCE_SCRIPT = Path(__file__).resolve().parent / "inference.py"
 MODEL_FILE = "model.joblib"
@@ -158,13 +163,10 @@ def parse_candidates(text: str) -> dict[str, dict]:
 
 
 def load_schema(directory: Path) -> dict:
-    path = Path(directory) / "schema.json"
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise TrainError(f"schema channel has no schema.json: {path}") from None
-    except json.JSONDecodeError as err:
-        raise TrainError(f"{path} is not valid JSON: {err}") from None
+        return contract.load_schema(Path(directory) / contract.SCHEMA_FILE)
+    except contract.ContractError as err:
+        raise TrainError(f"schema channel: {err}") from None
 
 
 def read_channel(directory: Path, schema: dict) -> tuple[pd.DataFrame, pd.Series]:
@@ -174,20 +176,9 @@ def read_channel(directory: Path, schema: dict) -> tuple[pd.DataFrame, pd.Series
         found = ", ".join(f.name for f in files) or "none"
         raise TrainError(f"expected exactly one .csv file in {directory}, found {found}")
     try:
-        frame = pd.read_csv(files[0])
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise TrainError(f"{files[0].name} cannot be read as CSV: {err}") from None
-    features = [f["name"] for f in schema["features"]]
-    missing = [c for c in features + [schema["target"]] if c not in frame.columns]
-    if missing:
-        raise TrainError(f"{files[0].name} is missing column(s) {', '.join(missing)}")
-    if frame.empty:
-        raise TrainError(f"{files[0].name} has no rows")
-    numeric = [f["name"] for f in schema["features"] if f["type"] == "numeric"]
-    for column in numeric + [schema["target"]]:
-        if not pd.api.types.is_numeric_dtype(frame[column]) or frame[column].isna().any():
-            raise TrainError(f"{files[0].name}: column '{column}' must hold numbers only")
-    return frame[features], frame[schema["target"]]
+        return contract.read_split(files[0], schema)
+    except contract.ContractError as err:
+        raise TrainError(str(err)) from None
 
 
 def build_pipeline(schema: dict, hyperparameters: dict) -> Pipeline:
@@ -311,16 +302,18 @@ def write_comparison(report: dict, model_dir: Path) -> None:
 
 
 def save_model(model: Pipeline, model_dir: Path, schema_dir: Path, inference_script: Path):
-    """model.joblib, schema.json and code/inference.py: what the serving container needs."""
+    """model.joblib, schema.json and code/ (inference.py and the data contract it imports):
+    what the serving container needs."""
     code_dir = Path(model_dir) / "code"
     code_dir.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, Path(model_dir) / MODEL_FILE)
-    shutil.copyfile(Path(schema_dir) / "schema.json", Path(model_dir) / "schema.json")
+    shutil.copyfile(Path(schema_dir) / contract.SCHEMA_FILE, Path(model_dir) / contract.SCHEMA_FILE)
     shutil.copyfile(inference_script, code_dir / "inference.py")
+    shutil.copyfile(contract.__file__, code_dir / "contract.py")
 
 
 def main(argv: list[str]) -> int:
-    opt_ml = Path(os.environ.get("MLOPS_OPT_ML", "/opt/ml"))
+    opt_ml = contract.opt_ml()
     channels = opt_ml / "input" / "data"
     model_dir = Path(os.environ.get("SM_MODEL_DIR", opt_ml / "model"))
     schema_dir = Path(os.environ.get("SM_CHANNEL_SCHEMA", channels / "schema"))
@@ -347,11 +340,7 @@ def main(argv: list[str]) -> int:
             print(f"best candidate: {report['best']} by validation {metric}")
         save_model(model, model_dir, schema_dir, INFERENCE_SCRIPT)
     except TrainError as err:
-        failure = opt_ml / "output" / "failure"
-        failure.parent.mkdir(parents=True, exist_ok=True)
-        failure.write_text(f"{err}\n")
-        print(err, file=sys.stderr)
-        return 1
+        return contract.fail(str(err), "failure")
     for name in ("rmse", "mae", "r2"):
         print(f"validation_{name}={metrics[name]:.6f}")
     return 0

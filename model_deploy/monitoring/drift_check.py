@@ -31,8 +31,11 @@ import numpy as np
 import pandas as pd
 
 if __package__:
+    from model_build.scripts import contract
+
     from .report import render_report
-else:  # run as a script (the Processing job): report.py sits beside this file
+else:  # run as a script (the Processing job): report.py and contract.py sit beside this file
+    import contract
     from report import render_report
 
 KS_ALPHA = 0.01  # significance of the "Robust" comparison's sampling allowance
@@ -412,7 +415,7 @@ class Comparison:
         limits = self.baseline.feature_constraints(name)
         overrides = limits.get("monitoringConfigOverrides") or {}
         cells = cells.str.strip()
-        present = cells[cells != ""]
+        present = cells[~contract.missing_mask(cells)]
         completeness = len(present) / len(cells)
         expected = float(limits.get("completeness", 0.0))
         if completeness < expected - 1e-9:
@@ -442,7 +445,7 @@ class Comparison:
     def _numeric(self, name, stats, overrides, present) -> FeatureCheck:
         numeric = stats["numerical_statistics"]
         inferred = stats["inferred_type"]
-        values = pd.to_numeric(present, errors="coerce").to_numpy(dtype=float)
+        values = contract.numbers(present)
         matches = ~np.isnan(values)
         if inferred == "Integral":
             matches &= np.mod(np.nan_to_num(values), 1) == 0

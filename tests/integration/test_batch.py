@@ -85,8 +85,8 @@ def test_bad_rows_are_reported_beside_the_output_not_dropped(scored, tmp_path):
     assert len(output.read_text().splitlines()) + len(refused) == len(lines)
     assert [(e["line"], e["row"]) for e in refused] == [(3, lines[2]), (31, lines[30])]
     assert "2 rows refused" in result.stdout
-    assert "line 3: column 'sex': unknown category 'sex'" in result.stdout
-    assert "line 31: column 'height': '' is not a finite number" in result.stdout
+    assert "line 3: column 'sex': 'sex' is an unknown category" in result.stdout
+    assert "line 31: column 'height': '' is a missing value" in result.stdout
 
 
 def test_the_sdk_definition_is_what_the_engine_ran(scored):

@@ -83,7 +83,7 @@ def test_unseen_category_is_refused_and_not_captured(staging, abalone, project_c
     row["sex"] = "X"
     status, answer = post(endpoint["url"], row.to_csv(header=False, index=False).encode(),
                           "text/csv", "text/csv")
-    assert status == 400 and b"unknown category" in answer
+    assert status == 400 and b"is an unknown category" in answer
     assert captured_records(state) == before
 
 

@@ -122,8 +122,8 @@ def test_good_and_bad_rows_add_up_and_bad_rows_are_named(model, batch):
     assert step["Metadata"]["Rows"]["Bad"] == 4
     assert [e["line"] for e in errors] == [10, 121, 201, 251]
     assert [e["row"] for e in errors] == [lines[9], lines[120], lines[200], lines[250]]
-    assert "unknown category 'X'" in errors[0]["message"]
-    assert "'length': 'abc' is not a finite number" in errors[1]["message"]
+    assert "'X' is an unknown category" in errors[0]["message"]
+    assert "'length': 'abc' is not a number" in errors[1]["message"]
     assert errors[2]["message"] == "empty line"
     assert "expected 8 columns" in errors[3]["message"]
 
@@ -174,7 +174,7 @@ def test_all_rows_refused_fails_the_step_with_the_first_messages(batch):
     reason = step["FailureReason"]
     assert "no row could be scored (2 refused)" in reason
     assert "bad.csv line 1: expected 8 columns" in reason
-    assert "bad.csv line 2: column 'length': 'x' is not a finite number" in reason
+    assert "bad.csv line 2: column 'length': 'x' is not a number" in reason
     assert not store.path(OUTPUT).exists()
 
 
