@@ -20,6 +20,7 @@ from rich.table import Table
 
 from mlops_core import config as project_config
 from mlops_core.names import STAGES, TARGETS
+from model_build.sagemaker_pipeline import WAIT_MINUTES
 
 console = Console(highlight=False)
 errors = Console(highlight=False, stderr=True, soft_wrap=True)  # one line per error, for logs
@@ -92,14 +93,14 @@ def cmd_pipeline_run(args) -> int:
     config = project_config.load()
     parameters = _parameters(args.param)
     if args.target == "aws":
-        return _run_aws(config, parameters, args.wait)
+        return _run_aws(config, parameters, args.wait, args.wait_minutes)
     from mlops import local_pipeline
 
     result = local_pipeline.run(config, parameters, console=console)
     return 0 if result.succeeded else 1
 
 
-def _run_aws(config, parameters: dict, wait: bool) -> int:
+def _run_aws(config, parameters: dict, wait: bool, minutes: float) -> int:
     from model_build import sagemaker_pipeline
 
     client = _upsert(config)
@@ -115,7 +116,7 @@ def _run_aws(config, parameters: dict, wait: bool) -> int:
             if step.get("FailureReason"):
                 console.print(f"  {step['StepName']}: {step['FailureReason']}")
 
-    execution = sagemaker_pipeline.wait(client, execution_arn, report)
+    execution = sagemaker_pipeline.wait(client, execution_arn, report, minutes=minutes)
     status = execution["PipelineExecutionStatus"]
     if status != "Succeeded":
         reason = execution.get("FailureReason", "see the failed steps above")
@@ -378,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = pipeline.add_parser("run", help="run the pipeline (locally unless --target aws)")
     _target_option(p)
     p.add_argument("--wait", action="store_true", help="aws: follow the execution to its end")
+    p.add_argument("--wait-minutes", type=float, default=WAIT_MINUTES,
+                   help=f"aws: stop following after this long (default {WAIT_MINUTES})")
     p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
                    help="override a pipeline parameter, e.g. -p MetricThreshold=2.5")
     p.set_defaults(func=cmd_pipeline_run)

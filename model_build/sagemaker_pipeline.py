@@ -7,6 +7,13 @@ import time
 from collections.abc import Callable
 
 TERMINAL = {"Succeeded", "Failed", "Stopped"}
+# How long `--wait` follows an execution: inside the model-build CodeBuild project's 120-minute
+# timeout (cloudformation/project.yml), so the build ends with this message, not a kill.
+WAIT_MINUTES = 100
+
+
+class WaitTimeout(ValueError):
+    """The execution did not end within the wait; it goes on running in SageMaker."""
 
 
 def upsert(client, name: str, definition: dict, role_arn: str, description: str = "") -> str:
@@ -43,10 +50,13 @@ def wait(
     execution_arn: str,
     report: Callable[[str, list[dict]], None],
     poll_seconds: float = 30,
+    minutes: float = WAIT_MINUTES,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> dict:
-    """Poll until the execution ends, reporting its status and steps each time they change."""
-    seen = None
+    """Poll until the execution ends, reporting its status and steps each time they change;
+    WaitTimeout after `minutes`."""
+    seen, deadline = None, clock() + minutes * 60
     while True:
         execution = client.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
         status = execution["PipelineExecutionStatus"]
@@ -57,4 +67,9 @@ def wait(
             seen = snapshot
         if status in TERMINAL:
             return execution
+        if clock() + poll_seconds > deadline:
+            raise WaitTimeout(
+                f"pipeline execution {execution_arn} is still {status} after {minutes:g} "
+                "minutes; it goes on in SageMaker: follow it in Studio, or stop it with `aws "
+                f"sagemaker stop-pipeline-execution --pipeline-execution-arn {execution_arn}`")
         sleep(poll_seconds)

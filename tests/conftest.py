@@ -27,6 +27,13 @@ os.environ.update(
 os.environ.pop("AWS_PROFILE", None)
 
 
+def pytest_collection_modifyitems(items):
+    """Every end-to-end test is `slow`, so `make test-fast` (-m "not slow") leaves it out."""
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.slow)
+
+
 
 
 @pytest.fixture(scope="session")

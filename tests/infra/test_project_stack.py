@@ -11,6 +11,8 @@ import re
 import warnings
 
 import boto3
+import botocore.session
+import botocore.validate
 import pytest
 import yaml
 from cfnlint.decode.cfn_yaml import load as load_template
@@ -683,18 +685,13 @@ def s3_api_shape_of_lifecycle(rule: dict) -> dict:
     return shaped
 
 
-def apply_what_moto_ignores(s3, bucket: str, properties: dict) -> None:
-    """moto's CloudFormation applies only BucketEncryption and Tags of an S3 bucket; the
-    template's versioning, public access block and lifecycle go through the S3 API instead,
-    which checks their shape, so the assertions read all of them back from S3."""
-    s3.put_bucket_versioning(Bucket=bucket,
-                             VersioningConfiguration=properties["VersioningConfiguration"])
-    s3.put_public_access_block(
-        Bucket=bucket, PublicAccessBlockConfiguration=properties["PublicAccessBlockConfiguration"])
-    rules = properties["LifecycleConfiguration"]["Rules"]
-    s3.put_bucket_lifecycle_configuration(
-        Bucket=bucket,
-        LifecycleConfiguration={"Rules": [s3_api_shape_of_lifecycle(r) for r in rules]})
+def validate_against_s3_api(operation: str, request: dict) -> None:
+    """What the template declares, checked against the S3 API's own input shape (botocore's
+    service model), since moto's CloudFormation does not apply it and cannot refuse it."""
+    model = botocore.session.get_session().get_service_model("s3")
+    report = botocore.validate.ParamValidator().validate(
+        request, model.operation_model(operation).input_shape)
+    assert not report.has_errors(), report.generate_report()
 
 
 @pytest.fixture(scope="module")
@@ -712,9 +709,6 @@ def moto_stack(template, resolved, tmp_path_factory):
                                                              "iam", "events")}
             outputs = stacks.deploy(f"{PROJECT}-project", PARAMETERS, clients["cloudformation"],
                                    template=copy_path, echo=printed.append)
-            for name in BUCKETS:
-                properties = resolved[name]["Properties"]
-                apply_what_moto_ignores(clients["s3"], properties["BucketName"], properties)
             yield {**clients, "outputs": outputs, "printed": printed}
 
 
@@ -741,7 +735,8 @@ def test_outputs_name_the_project_resources(resolved, template):
         outputs["ModelPackageGroup"]
 
 
-def test_buckets_are_kms_encrypted_versioned_and_private(moto_stack):
+def test_buckets_are_kms_encrypted(moto_stack):
+    """What moto's CloudFormation applies of a bucket (its encryption), read back from S3."""
     s3, key_arn = moto_stack["s3"], moto_stack["outputs"]["KmsKeyArn"]
     for bucket in (moto_stack["outputs"]["DataBucket"], moto_stack["outputs"]["ArtifactBucket"]):
         (rule,) = s3.get_bucket_encryption(Bucket=bucket)[
@@ -752,18 +747,32 @@ def test_buckets_are_kms_encrypted_versioned_and_private(moto_stack):
     (log_bucket,) = [n for n in names if "-access-logs-" in n]
     log_rule = s3.get_bucket_encryption(Bucket=log_bucket)["ServerSideEncryptionConfiguration"]
     assert log_rule["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
-    assert len(names) == 3
-    for bucket in names:
-        assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
-        block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
-        assert all(block.values()) and len(block) == 4
-        assert s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert len(names) == len(BUCKETS) == 3
 
 
-def test_old_artifacts_expire(moto_stack):
-    bucket = moto_stack["outputs"]["ArtifactBucket"]
-    (rule,) = moto_stack["s3"].get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    assert rule["Expiration"]["Days"] == 30
+@pytest.mark.parametrize("name", BUCKETS)
+def test_buckets_are_versioned_private_and_expire_old_objects(resolved, name):
+    """What moto's CloudFormation does not apply, read from the template and checked against
+    the S3 API's shapes: versioning on, every public access blocked, a lifecycle."""
+    properties = resolved[name]["Properties"]
+    bucket = properties["BucketName"]
+    assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
+    block = properties["PublicAccessBlockConfiguration"]
+    assert len(block) == 4 and all(value is True for value in block.values())
+    rules = properties["LifecycleConfiguration"]["Rules"]
+    assert rules and all(rule["Status"] == "Enabled" for rule in rules)
+    validate_against_s3_api("PutBucketVersioning", {
+        "Bucket": bucket, "VersioningConfiguration": properties["VersioningConfiguration"]})
+    validate_against_s3_api("PutPublicAccessBlock", {
+        "Bucket": bucket, "PublicAccessBlockConfiguration": block})
+    validate_against_s3_api("PutBucketLifecycleConfiguration", {
+        "Bucket": bucket,
+        "LifecycleConfiguration": {"Rules": [s3_api_shape_of_lifecycle(r) for r in rules]}})
+
+
+def test_old_artifacts_expire(resolved):
+    (rule,) = resolved["ArtifactBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert int(rule["ExpirationInDays"]) == 30  # the ArtifactExpirationDays default
     assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] == 7
 
 

@@ -9,7 +9,8 @@ import pytest
 from moto import mock_aws
 
 from mlops_core import config as project_config
-from mlops_core import targets
+from mlops_core import targets, templates
+from mlops_core.config import ROOT
 from model_build import definition, sagemaker_pipeline
 
 ROLE = "arn:aws:iam::123456789012:role/abalone-sagemaker"
@@ -90,3 +91,27 @@ def test_wait_reports_until_the_execution_ends():
     assert execution["PipelineExecutionStatus"] == "Failed"
     assert reports == ["Executing", "Failed"]  # unchanged polls are not reported again
     assert len(sleeps) == 2
+
+
+def test_wait_gives_up_with_a_message_and_fits_the_codebuild_timeout():
+    """An execution that never ends: the wait stops after its minutes, saying how to follow or
+    stop it, before the model-build CodeBuild project's own timeout would kill the build."""
+    class Client:
+        def describe_pipeline_execution(self, PipelineExecutionArn):  # noqa: N803
+            return {"PipelineExecutionStatus": "Executing"}
+
+        def get_paginator(self, name):
+            class Pages:
+                def paginate(self, **_):
+                    return [{"PipelineExecutionSteps": []}]
+            return Pages()
+
+    now = [0.0]
+    with pytest.raises(sagemaker_pipeline.WaitTimeout, match="still Executing after 2 minutes"):
+        sagemaker_pipeline.wait(Client(), "arn:exec", lambda s, steps: None, poll_seconds=30,
+                                minutes=2, sleep=lambda s: now.__setitem__(0, now[0] + s),
+                                clock=lambda: now[0])
+    assert now[0] <= 120
+    build = templates.load(ROOT / "cloudformation" / "project.yml")["Resources"][
+        "ModelBuildProject"]["Properties"]
+    assert sagemaker_pipeline.WAIT_MINUTES < build["TimeoutInMinutes"]
