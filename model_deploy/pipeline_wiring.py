@@ -301,7 +301,8 @@ class _Pipeline:
             self.report(action, f"{key} has keys {extra}, not only "
                                 f"{', '.join(TEMPLATE_CONFIGURATION_KEYS)}")
         if declared is not None:
-            names = set(document.get("Parameters", {})) | (written.adds if written else set())
+            adds = written.adds if written and written.adds else frozenset()
+            names = set(document.get("Parameters", {})) | adds
             self.check_declared(action, key, names, declared, template)
 
     def check_declared(self, action: Action, key: str, names: set[str], declared: set[str],
