@@ -71,6 +71,7 @@ test-fast: install
 lint: install $(CHECKOV) $(TASKCAT)
 	$(BIN)/ruff check .
 	$(BIN)/cfn-lint cloudformation/*.yml
+	$(BIN)/python -m model_deploy.pipeline_wiring cloudformation/*.yml
 	$(CHECKOV) -d cloudformation --framework cloudformation --skip-download --compact --quiet
 	$(TASKCAT) lint
 

@@ -11,8 +11,8 @@ evaluation; the gate scores the endpoint on those rows through a small transport
 - RMSE of the predictions on held-out rows is within `rmse_factor` (default 1.15) times the
   registered model's evaluation RMSE, or under an absolute `max_rmse`;
 - p95 latency of one-row requests is under `p95_ms` (default 200 ms);
-- every kind of bad input is refused (a 4xx locally; ValidationError or ModelError on AWS)
-  and the endpoint still answers afterwards.
+- every kind of bad input is refused (a 4xx locally; on AWS a ValidationError, or a ModelError
+  whose OriginalStatusCode is 4xx) and the endpoint still answers afterwards.
 """
 
 from __future__ import annotations
@@ -93,10 +93,9 @@ class SageMakerTransport:
     """A SageMaker endpoint through a boto3 `sagemaker-runtime` client.
 
     SageMaker refuses some requests itself (ValidationError, e.g. a body over 6 MB) and
-    passes the container's error answers on as ModelError with the OriginalStatusCode.
+    passes the container's error answers on as ModelError with the OriginalStatusCode: a 4xx
+    there is the container refusing the input, a 5xx (or none) is the container failing.
     """
-
-    REFUSALS = ("ValidationError", "ModelError")
 
     def __init__(self, client, endpoint_name: str):
         self.client = client
@@ -111,12 +110,14 @@ class SageMakerTransport:
             return Reply(400, str(err).encode(), True)
         except ClientError as err:
             error = err.response.get("Error", {})
-            status = err.response.get("OriginalStatusCode") or err.response.get(
-                "ResponseMetadata", {}
-            ).get("HTTPStatusCode", 0)
+            code = error.get("Code")
+            original = int(err.response.get("OriginalStatusCode") or 0)
+            status = original or err.response.get("ResponseMetadata", {}).get(
+                "HTTPStatusCode", 0)
             message = err.response.get("OriginalMessage") or error.get("Message", "")
-            detail = f"{error.get('Code')}: {message}".encode()
-            return Reply(int(status), detail, error.get("Code") in self.REFUSALS)
+            refused = code == "ValidationError" or (code == "ModelError"
+                                                    and 400 <= original < 500)
+            return Reply(int(status), f"{code}: {message}".encode(), refused)
         return Reply(200, response["Body"].read(), False)
 
 

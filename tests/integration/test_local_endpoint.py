@@ -174,8 +174,20 @@ def rmse_bound(cap: float) -> float:
     return gate.rmse_bound(cap, None)
 
 
+def add_model_error(stub: Stubber, original_status: int | None, message: str) -> None:
+    """A ModelError as SageMaker sends it: HTTP 424, the container's answer in its fields."""
+    fields = {"OriginalMessage": message}
+    if original_status is not None:
+        fields["OriginalStatusCode"] = original_status
+    stub.add_client_error("invoke_endpoint", service_error_code="ModelError",
+                          service_message="Received error from primary container",
+                          http_status_code=424, modeled_fields=fields)
+
+
 def test_gate_through_the_boto3_transport(fitted):
-    """The AWS transport, with botocore's stubber standing in for the service only."""
+    """The AWS transport, with botocore's stubber standing in for the service only: the
+    container refusing the input (a 4xx ModelError) is a refusal, the container failing
+    (a 5xx ModelError, or one without its status) is not."""
     client = boto3.client("sagemaker-runtime", region_name="us-east-1")
     transport = gate.SageMakerTransport(client, "abalone-staging")
     request = {"EndpointName": "abalone-staging", "Body": b"M,1", "ContentType": CSV, "Accept": CSV}
@@ -183,22 +195,36 @@ def test_gate_through_the_boto3_transport(fitted):
         stub.add_response(
             "invoke_endpoint", {"Body": StreamingBody(io.BytesIO(b"9.5\n"), 4)}, request
         )
-        stub.add_client_error(
-            "invoke_endpoint",
-            service_error_code="ModelError",
-            service_message="Received client error (400)",
-            http_status_code=424,
-            modeled_fields={"OriginalStatusCode": 400, "OriginalMessage": "row 1: expected 8"},
-        )
+        add_model_error(stub, 400, "row 1: expected 8")
+        add_model_error(stub, 500, "Traceback: ZeroDivisionError")
+        add_model_error(stub, None, "no status")
         stub.add_client_error("invoke_endpoint", "ValidationError", "body too large", 400)
         stub.add_client_error("invoke_endpoint", "ServiceUnavailable", "busy", 503)
         assert gate.parse_predictions(transport.invoke(b"M,1", CSV, CSV), CSV, 1) == [9.5]
         model_error = transport.invoke(b"M,1", CSV, CSV)
         assert (model_error.status, model_error.refused) == (400, True)
         assert b"row 1: expected 8" in model_error.body
+        crash = transport.invoke(b"M,1", CSV, CSV)
+        assert (crash.status, crash.refused) == (500, False)
+        assert crash.body == b"ModelError: Traceback: ZeroDivisionError"
+        assert not transport.invoke(b"M,1", CSV, CSV).refused
         assert transport.invoke(b"x" * 10, CSV, CSV).refused
         unavailable = transport.invoke(b"M,1", CSV, CSV)
         assert (unavailable.status, unavailable.refused) == (503, False)
+        stub.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("original_status, passed", [(400, True), (415, True), (500, False),
+                                                     (503, False)])
+def test_a_refusal_check_on_aws_passes_only_a_4xx_model_error(original_status, passed):
+    client = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    transport = gate.SageMakerTransport(client, "abalone-staging")
+    with Stubber(client) as stub:
+        add_model_error(stub, original_status, "bad row")
+        stub.add_response("invoke_endpoint", {"Body": StreamingBody(io.BytesIO(b"9.5\n"), 4)})
+        check = gate._refusal_check(transport, "refuses NaN value", b"M,nan", CSV, CSV, b"M,1")
+    assert check.passed is passed
+    assert check.detail.startswith(f"status {original_status}: ModelError: bad row;")
 
 
 @pytest.fixture
