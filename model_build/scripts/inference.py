@@ -11,6 +11,12 @@ Answers are `text/csv` (one prediction per line) or `application/json` (`{"predi
 Bad input raises `BadRequest` (a ValueError) whose message names the problem; its
 `http_status` says which HTTP status the serving layer should answer with.
 
+The lean path: `model_fn` reads the fitted feature step of the Pipeline (one-hot encoders,
+scalers, pass-through) into arrays, so a request's checked columns become the estimator's
+matrix directly, without building a DataFrame and running the ColumnTransformer (6 of the
+7.6 ms of a one-row predict). A Pipeline of another shape is served through its own predict,
+and `model_fn` says which path serves in the endpoint log.
+
 Runs inside the container: standard library, numpy, pandas, scikit-learn, joblib and the data
 contract shipped beside it in `code/`.
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,13 +68,100 @@ class ServingModel:
     pipeline: object
     features: tuple[str, ...]
     categories: dict[str, tuple[str, ...]]
+    lean: LeanPath | None = None
+
+
+@dataclass(frozen=True)
+class LeanPath:
+    """The Pipeline's fitted feature step as arrays, and its final estimator.
+
+    `blocks` are the ColumnTransformer's outputs in order: ("onehot", feature, {value:
+    column}) or ("numbers", features, mean or None, scale or None)."""
+
+    blocks: tuple
+    width: int
+    estimator: object
+
+    def matrix(self, columns: dict) -> np.ndarray:
+        rows = len(next(iter(columns.values())))
+        out = np.zeros((rows, self.width))
+        start = 0
+        for block in self.blocks:
+            if block[0] == "onehot":
+                _, name, positions = block
+                for row, value in enumerate(columns[name]):
+                    position = positions.get(value)  # unknown: all zeros, as handle_unknown
+                    if position is not None:
+                        out[row, start + position] = 1.0
+                start += len(positions)
+            else:
+                _, names, mean, scale = block
+                values = np.column_stack([columns[name] for name in names])
+                if mean is not None:
+                    values = values - mean
+                if scale is not None:
+                    values = values / scale
+                out[:, start:start + len(names)] = values
+                start += len(names)
+        return out
+
+    def predict(self, columns: dict) -> np.ndarray:
+        return self.estimator.predict(self.matrix(columns))
+
+
+def lean_path(pipeline, features: tuple[str, ...], categories: dict) -> LeanPath:
+    """The lean path of a fitted Pipeline(ColumnTransformer, estimator); ValueError naming
+    what it cannot reproduce with arrays."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+    if not isinstance(pipeline, Pipeline) or len(pipeline.steps) != 2:
+        raise ValueError("the model is not a two-step Pipeline (features, estimator)")
+    encode, estimator = pipeline.steps[0][1], pipeline.steps[1][1]
+    if not isinstance(encode, ColumnTransformer):
+        raise ValueError(f"its first step is a {type(encode).__name__}, not a ColumnTransformer")
+    if list(getattr(encode, "feature_names_in_", [])) != list(features):
+        raise ValueError("its ColumnTransformer was fitted on other columns than the schema's")
+    blocks, width = [], 0
+    for name, transformer, columns in encode.transformers_:
+        names = [features[c] if isinstance(c, int | np.integer) else c for c in columns]
+        if transformer == "drop" or not names:
+            continue
+        if isinstance(transformer, OneHotEncoder):
+            if (transformer.drop is not None or transformer.handle_unknown != "ignore"
+                    or getattr(transformer, "infrequent_categories_", None) is not None
+                    or any(n not in categories for n in names)):
+                raise ValueError(f"its one-hot step '{name}' drops, groups or errors on values")
+            for feature, values in zip(names, transformer.categories_, strict=True):
+                blocks.append(("onehot", feature, {str(v): i for i, v in enumerate(values)}))
+                width += len(values)
+        elif (transformer == "passthrough" or isinstance(transformer, StandardScaler)
+              or (isinstance(transformer, FunctionTransformer) and transformer.func is None)):
+            if any(n in categories for n in names):
+                raise ValueError(f"its step '{name}' passes categorical columns through")
+            mean = getattr(transformer, "mean_", None)
+            scale = getattr(transformer, "scale_", None)
+            blocks.append(("numbers", tuple(names), mean, scale))
+            width += len(names)
+        else:
+            raise ValueError(f"its step '{name}' is a {type(transformer).__name__}")
+    return LeanPath(tuple(blocks), width, estimator)
 
 
 def model_fn(model_dir):
     model_dir = Path(model_dir)
     schema = contract.load_schema(model_dir / contract.SCHEMA_FILE)
-    return ServingModel(joblib.load(model_dir / "model.joblib"),
-                        tuple(contract.feature_names(schema)), contract.categories(schema))
+    features, categories = tuple(contract.feature_names(schema)), contract.categories(schema)
+    pipeline = joblib.load(model_dir / "model.joblib")
+    try:
+        lean = lean_path(pipeline, features, categories)
+        print(f"serving on the lean path: {type(lean.estimator).__name__} on "
+              f"{lean.width} columns", file=sys.stderr)
+    except ValueError as reason:
+        lean = None
+        print(f"serving through the Pipeline's predict: {reason}", file=sys.stderr)
+    return ServingModel(pipeline, features, categories, lean)
 
 
 def media_type(header) -> str:
@@ -109,11 +203,14 @@ def _json_instances(text: str) -> list:
 
 
 def predict_fn(input_data, model):
-    return model.pipeline.predict(to_frame(input_data.rows, model))
+    columns = checked_columns(input_data.rows, model)
+    if model.lean is not None:
+        return model.lean.predict(columns)
+    return model.pipeline.predict(pd.DataFrame(columns, columns=list(model.features)))
 
 
-def to_frame(rows: list, model: ServingModel) -> pd.DataFrame:
-    """Check every row against the schema and build the DataFrame the pipeline takes."""
+def checked_columns(rows: list, model: ServingModel) -> dict:
+    """Check every row against the schema; each feature's column (floats or category values)."""
     lists = [_as_list(row, number, model.features) for number, row in enumerate(rows, start=1)]
     columns = {}
     for index, name in enumerate(model.features):
@@ -122,7 +219,7 @@ def to_frame(rows: list, model: ServingModel) -> pd.DataFrame:
             columns[name] = _categorical(name, cells, model.categories[name])
         else:
             columns[name] = _numeric(name, cells)
-    return pd.DataFrame(columns, columns=list(model.features))
+    return columns
 
 
 def _as_list(row, number: int, features: tuple[str, ...]) -> list:

@@ -63,7 +63,7 @@ def test_preprocess_serving_and_baseline_agree_on_a_bad_cell(cell, schema):
                                    contract.categories(schema))
     row = ["M", cell, "0.4", "0.1", "0.5", "0.2", "0.1", "0.15"]
     with pytest.raises(inference.BadRequest, match="column 'length'"):
-        inference.to_frame([row], model)
+        inference.checked_columns([row], model)
     cells = pd.Series(["0.5", cell, "0.6"], dtype=str)
     if missing:  # counted as missing, not parsed
         common = baseline.numeric_statistics("length", cells)["numerical_statistics"]["common"]
