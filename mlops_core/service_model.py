@@ -81,6 +81,8 @@ def step_problems(step_type: str, arguments: dict, parameters: dict,
     """
     if step_type not in STEP_OPERATIONS:
         return []
+    if not isinstance(arguments, dict):
+        return [f"Arguments: expected an object, got {_describe(arguments)}"]
     operation, filled_in = STEP_OPERATIONS[step_type]
     mode = "from" if resolved is not None else "the default of"
     if resolved is None:
@@ -152,7 +154,8 @@ class _Walk:
                 return
             if value is UNKNOWN:
                 return
-            note = f" ({self.mode} {origin})" if _parameter(raw) else f" (from {origin})"
+            declared = _parameter(raw) in self.parameters
+            note = f" ({self.mode} {origin})" if declared else f" (from {origin})"
             raw = value  # what it resolved to has no expressions in it
         kind = shape.type_name
         if not _has_type(kind, value):
