@@ -3,7 +3,6 @@ against botocore's SageMaker service model, in the engine, at build time and for
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 
@@ -182,23 +181,24 @@ def test_cli_runs_a_definition_file(state):
     assert [e["PipelineExecutionStatus"] for e in executions] == ["Succeeded"]
 
 
-def _written(tmp_path, document) -> str:
-    path = tmp_path / "definition.json"
-    path.write_text(document if isinstance(document, str) else json.dumps(document))
-    return str(path)
+def _refused_training() -> dict:
+    document = load("training")
+    _set("HyperParameters.epochs", {"Get": "Parameters.Epochs"})(document)
+    return document
 
 
 @pytest.mark.parametrize("document, expected", [
-    ("{", "is not a JSON pipeline definition"),
-    ({"Version": "2020-12-01"}, "a pipeline definition is a JSON object with a 'Steps' list"),
-    ("refused", "step Fit: HyperParameters.epochs: expected a string, got the Integer "
-                "parameter Epochs"),
+    (lambda: "{", "is not a JSON pipeline definition"),
+    (lambda: {"Version": "2020-12-01"},
+     "a pipeline definition is a JSON object with a 'Steps' list"),
+    (_refused_training,
+     "step Fit: HyperParameters.epochs: expected a string, got the Integer parameter Epochs"),
 ])
 def test_cli_refuses_a_bad_definition_file_with_one_error(state, tmp_path, document, expected):
-    if document == "refused":
-        document = copy.deepcopy(load("training"))
-        _set("HyperParameters.epochs", {"Get": "Parameters.Epochs"})(document)
-    result = run_mlops(state, "pipeline", "run", "--definition", _written(tmp_path, document))
+    content = document()
+    path = tmp_path / "definition.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    result = run_mlops(state, "pipeline", "run", "--definition", str(path))
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith("error: ") and expected in result.stderr
     assert "Traceback" not in result.stderr
