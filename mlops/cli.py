@@ -92,11 +92,16 @@ def _upsert(config):
 def cmd_pipeline_run(args) -> int:
     config = project_config.load()
     parameters = _parameters(args.param)
+    if args.definition and args.target == "aws":
+        raise UsageError("--definition runs a definition file locally; it takes no --target aws")
     if args.target == "aws":
         return _run_aws(config, parameters, args.wait, args.wait_minutes)
     from mlops import local_pipeline
 
-    result = local_pipeline.run(config, parameters, console=console)
+    if args.definition:
+        result = local_pipeline.run_definition(args.definition, parameters, config, console)
+    else:
+        result = local_pipeline.run(config, parameters, console=console)
     return 0 if result.succeeded else 1
 
 
@@ -383,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"aws: stop following after this long (default {WAIT_MINUTES})")
     p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
                    help="override a pipeline parameter, e.g. -p MetricThreshold=2.5")
+    p.add_argument("--definition", type=Path, metavar="FILE",
+                   help="run this SageMaker pipeline definition JSON instead of the project's")
     p.set_defaults(func=cmd_pipeline_run)
     p = pipeline.add_parser("executions", help="list local executions, newest first")
     p.set_defaults(func=cmd_pipeline_executions)

@@ -1,4 +1,5 @@
-"""`mlops pipeline run` on the local target: the definition JSON run by `mlops_local.engine`.
+"""`mlops pipeline run` on the local target: the definition JSON run by `mlops_local.engine`
+(the project's, or any SageMaker pipeline definition file with `--definition`).
 
 Shows a live step table while the engine works, then a summary: step durations, the
 metric against its threshold, the registered version or the Fail message, and where the
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -17,7 +19,7 @@ from rich.table import Table
 
 from mlops_core import targets
 from mlops_core.config import Config, state_dir
-from mlops_local.engine import records, runner
+from mlops_local.engine import graph, records, runner
 from mlops_local.store import LocalStore
 from model_build import definition
 
@@ -62,7 +64,37 @@ def run(config: Config, parameters: dict, console: Console | None = None) -> Run
     with console.status("building the pipeline definition (imports the sagemaker SDK)..."):
         pipeline, reused = definition.load_or_build(config, target)
     console.print(f"definition {'reused' if reused else 'built'}: {definition.DEFINITION_FILE}")
+    result = _execute(pipeline, parameters, config.pipeline_name, target.region, console)
+    console.print(summary(result, config))
+    return result
 
+
+class DefinitionFileError(ValueError):
+    """The --definition file cannot be read as a pipeline definition."""
+
+
+def run_definition(path: Path, parameters: dict, config: Config,
+                   console: Console | None = None) -> RunResult:
+    """Run a SageMaker pipeline definition file (checked as a built one is) as pipeline
+    `<file name>`."""
+    console = console or Console()
+    try:
+        pipeline = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise DefinitionFileError(f"cannot read the definition {path}: {err.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DefinitionFileError(f"{path} is not a JSON pipeline definition: {err}") from None
+    graph.build(pipeline)  # the engine's own checks first: the service model's assume a graph
+    definition.check(pipeline, str(path))
+    region = targets.local(config, LocalStore()).region
+    result = _execute(pipeline, parameters, Path(path).stem, region, console)
+    console.print(summary(result))
+    return result
+
+
+def _execute(pipeline: dict, parameters: dict, pipeline_name: str, region: str,
+             console: Console) -> RunResult:
+    """Run the definition with the engine, showing a live step table."""
     steps: dict[str, dict] = {}
     with Live(_progress(steps), console=console, refresh_per_second=8,
               transient=not console.is_terminal) as live:
@@ -71,11 +103,9 @@ def run(config: Config, parameters: dict, console: Console | None = None) -> Run
             steps[name] = record
             live.update(_progress(steps))
 
-        execution = runner.run(pipeline, parameters, pipeline_name=config.pipeline_name,
-                               on_step_event=on_step_event, region=target.region)
-    result = RunResult(execution)
-    console.print(summary(result, config))
-    return result
+        execution = runner.run(pipeline, parameters, pipeline_name=pipeline_name,
+                               on_step_event=on_step_event, region=region)
+    return RunResult(execution)
 
 
 def _duration(step: dict) -> str:
@@ -124,13 +154,14 @@ def _metric(result: RunResult, config: Config) -> str | None:
     return f"test {config.metric} {value:.4f} {verdict} the threshold {threshold:g}"
 
 
-def summary(result: RunResult, config: Config) -> Group:
+def summary(result: RunResult, config: Config | None = None) -> Group:
+    """The run's steps and outcome; with the project's `config`, its metric too."""
     execution = result.execution
     status = execution["PipelineExecutionStatus"]
     lines = [_progress({s["StepName"]: s for s in execution["Steps"]}),
              f"execution {execution['ExecutionId']}: "
              f"[{STATUS_STYLE.get(status, '')}]{status}[/]"]
-    metric = _metric(result, config)
+    metric = _metric(result, config) if config else None
     if metric:
         lines.append(metric)
     register = result.step("RegisterModel")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from mlops_core import service_model
 from mlops_core.config import CONFIG_FILE, ROOT, Config, state_dir
 from mlops_core.files import write_atomic
 from mlops_core.targets import Target
@@ -30,6 +31,17 @@ class Kind:
     load_factory: Callable[[], Callable]  # imports the factory (and the SDK) only to build
     sources: tuple[Path, ...]  # files and directories of Python code
     output: Path
+
+
+class DefinitionRefused(ValueError):
+    """SageMaker would refuse a step of the definition (its request breaks the API's shape)."""
+
+
+def check(definition: dict, what: str) -> None:
+    """Refuse a definition whose job steps SageMaker would refuse, naming each member."""
+    problems = service_model.definition_problems(definition)
+    if problems:
+        raise DefinitionRefused(f"SageMaker would refuse {what}:\n  " + "\n  ".join(problems))
 
 
 def _training_factory():
@@ -66,6 +78,7 @@ def build(config: Config, target: Target, kind: Kind = TRAINING) -> str:
 
     with sdk.offline(target):
         definition = json.loads(kind.load_factory()(config, target).definition())
+    check(definition, f"the {kind.name} pipeline definition")
     return json.dumps(definition, indent=2, sort_keys=True) + "\n"
 
 
@@ -77,8 +90,11 @@ def load_or_build(config: Config, target: Target, *, force: bool = False,
     if not force and cache.exists():
         text = cache.read_text()
         if all(target.exists(uri) for uri in _code_uris(text, target, config)):
+            definition = json.loads(text)
+            # The check may have changed since it was built.
+            check(definition, f"the {kind.name} pipeline definition")
             write_atomic(kind.output, text)
-            return json.loads(text), True
+            return definition, True
     text = build(config, target, kind)
     write_atomic(cache, text)
     write_atomic(kind.output, text)

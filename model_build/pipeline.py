@@ -176,7 +176,9 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
             entry_script="train.py",
         ),
         compute=Compute(instance_type=training_type, instance_count=1),
-        hyperparameters=hyperparameters,
+        # HyperParameters are strings only: a typed parameter is passed as its Std:Join.
+        hyperparameters={name: value.to_string() if isinstance(value, Parameter) else value
+                         for name, value in hyperparameters.items()},
         output_data_config=OutputDataConfig(s3_output_path=models_uri),
         sagemaker_session=session,
     )

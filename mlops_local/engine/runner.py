@@ -20,7 +20,14 @@ from mlops_local.engine.graph import Graph, Node, build
 from mlops_local.engine.job import Job
 from mlops_local.engine.parameters import resolve_parameters
 from mlops_local.engine.records import ExecutionRecord, executions_dir, now
-from mlops_local.engine.steps import FailStepReached, Outcome, run_condition, run_fail, run_job
+from mlops_local.engine.steps import (
+    FailStepReached,
+    Outcome,
+    check_arguments,
+    run_condition,
+    run_fail,
+    run_job,
+)
 from mlops_local.registry import LOCAL_ACCOUNT, LocalRegistry
 from mlops_local.store import LocalStore
 
@@ -202,6 +209,7 @@ class _Execution:
             self.context, execution={**self.context.execution, variable: job.name}
         )
         arguments = context.resolve(node.step.get("Arguments", {}))
+        check_arguments(node.step, arguments, self.context.parameters)
         cache_config = node.step.get("CacheConfig") or {}
         if node.type not in CACHED_TYPES or not cache_config.get("Enabled"):
             return run_job(node.type, arguments, job, self.registry), None

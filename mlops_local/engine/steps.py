@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mlops_core import service_model
 from mlops_local.engine import conditions
+from mlops_local.engine.errors import StepFailure
 from mlops_local.engine.expressions import Context, to_text
 from mlops_local.engine.job import Job
 from mlops_local.engine.models import create_model, register_model
@@ -34,6 +36,18 @@ def run_condition(step: dict, context: Context) -> Outcome:
 def run_fail(step: dict, context: Context) -> None:
     message = context.resolve(step.get("Arguments", {}).get("ErrorMessage", ""))
     raise FailStepReached(to_text(message) if message not in (None, "") else "Fail step reached")
+
+
+def check_arguments(step: dict, arguments: dict, parameters: dict) -> None:
+    """Refuse, before its job starts, a step whose request the SageMaker API would refuse
+    (`arguments` as resolved; `parameters` the execution's values)."""
+    problems = service_model.step_problems(
+        step.get("Type", ""), step.get("Arguments", {}), service_model.parameter_types(parameters),
+        resolved=arguments)
+    if problems:
+        operation = service_model.STEP_OPERATIONS[step["Type"]][0]
+        raise StepFailure(f"SageMaker would refuse this {operation} request: "
+                          + "; ".join(problems))
 
 
 def run_job(step_type: str, arguments: dict, job: Job, registry: LocalRegistry) -> Outcome:

@@ -313,3 +313,61 @@ def test_compare_needs_candidates(tmp_path):
     with pytest.raises(project_config.ConfigError, match=r"needs \[model.candidates.<name>\]"):
         variant(tmp_path, replace={'selection = "single"': 'selection = "compare"',
                                    "aws = true": "aws = false"}, candidates="")
+
+
+# Every definition the project builds passes the SageMaker API's checks (definition.build
+# refuses one that does not; these say which profiles are covered).
+
+def test_hyperparameters_are_strings_from_typed_parameters(built, steps):
+    config = built[0]
+    parameters = {p["Name"]: p["Type"] for p in json.loads(built[3])["Parameters"]}
+    hyperparameters = steps["Train"]["Arguments"]["HyperParameters"]
+    for name, value in config.hyperparameters.items():
+        parameter = "".join(part[:1].upper() + part[1:] for part in name.split("_"))
+        reference = {"Get": f"Parameters.{parameter}"}
+        if isinstance(value, str):
+            assert (parameters[parameter], hyperparameters[name]) == ("String", reference)
+        else:
+            assert parameters[parameter] == {float: "Float", int: "Integer"}[type(value)]
+            assert hyperparameters[name] == {"Std:Join": {"On": "", "Values": [reference]}}
+
+
+def test_every_profile_passes_the_api_checks(built, tuned, compared, tmp_path_factory):
+    from mlops_core import service_model
+    from model_deploy import build as deploy_build
+
+    config, target = built[0], built[1]
+    with offline(tmp_path_factory):
+        batch = definition.build(config, target, deploy_build.BATCH)
+    for text in (built[3], tuned[3], json.dumps(compared[1]), batch):
+        assert service_model.definition_problems(json.loads(text)) == []
+
+
+def test_a_tuned_definition_passes_its_static_numbers_as_strings(tmp_path, tmp_path_factory):
+    """An untuned numeric setting is a StaticHyperParameter of the Tune step: a string too."""
+    config = variant(tmp_path, replace={
+        '[tuning.ranges.gamma]\ntype = "continuous"\nmin = 0.005\nmax = 0.5\n'
+        'scaling = "Logarithmic"\n': ""})
+    target = dataclasses.replace(targets.local(config, LocalStore(tmp_path / "s3")), name="aws")
+    with offline(tmp_path_factory):
+        text = definition.build(config, target)
+    static = _flat(text)["Tune"]["Arguments"]["TrainingJobDefinition"]["StaticHyperParameters"]
+    assert static["gamma"] == {"Std:Join": {"On": "", "Values": [{"Get": "Parameters.Gamma"}]}}
+
+
+def test_a_reused_definition_is_checked_again(tmp_path, monkeypatch):
+    """A definition stored before the check (or before it changed) is refused, not reused."""
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    config = project_config.load()
+    target = targets.local(config, LocalStore(tmp_path / "s3"))
+    stored = {"Version": "2020-12-01", "Parameters": [{"Name": "C", "Type": "Float"}],
+              "Steps": [{"Name": "Train", "Type": "Training", "Arguments": {
+                  "HyperParameters": {"C": {"Get": "Parameters.C"}},
+                  "RoleArn": target.role, "OutputDataConfig": {"S3OutputPath": "s3://b/m"}}}]}
+    cache = tmp_path / "definitions" / f"local-{definition.fingerprint(config, target)}.json"
+    cache.parent.mkdir()
+    cache.write_text(json.dumps(stored))
+    with pytest.raises(definition.DefinitionRefused,
+                       match="step Train: HyperParameters.C: expected a string, got the Float "
+                             "parameter C"):
+        definition.load_or_build(config, target)
