@@ -138,6 +138,19 @@ def cmd_pipeline_steps(args) -> int:
     return 0
 
 
+def cmd_pipeline_stop(args) -> int:
+    from mlops_local.engine import runner
+
+    with console.status(f"stopping execution {args.execution}..."):
+        execution = runner.stop(args.execution)
+    status = execution["PipelineExecutionStatus"]
+    console.print(f"execution {args.execution}: {status}")
+    if status == "Stopped":
+        return 0
+    console.print(f"[red]{escape(execution.get('FailureReason') or '')}[/red]")
+    return 1
+
+
 # registry ---------------------------------------------------------------------------------
 
 def _registry():
@@ -417,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = pipeline.add_parser("steps", help="list the steps of a local execution")
     p.add_argument("execution", help="execution id (see `mlops pipeline executions`)")
     p.set_defaults(func=cmd_pipeline_steps)
+    p = pipeline.add_parser("stop", help="stop a running local execution")
+    p.add_argument("execution", help="execution id (see `mlops pipeline executions`)")
+    p.set_defaults(func=cmd_pipeline_stop)
 
     registry = groups.add_parser("registry", help="the local model registry").add_subparsers(
         dest="command", required=True)
