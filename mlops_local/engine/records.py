@@ -115,7 +115,7 @@ def _settle(path: Path) -> dict:
     pid = execution.get("RunnerPid", "?")
     reason = f"the process running it (pid {pid}) ended without finishing it"
     # The last sign of life: the record's last write, or later output in a step's job log.
-    end = execution.get("LastModifiedTime") or execution["StartTime"]
+    end = max(execution["StartTime"], _modified(path))
     for step in record["steps"].values():
         if step.get("StepStatus") in RUNNING:
             step.update(StepStatus="Failed", EndTime=max(end, _modified(step.get("LogPath"))),
@@ -127,7 +127,7 @@ def _settle(path: Path) -> dict:
     return record
 
 
-def _modified(path: str | None) -> str:
+def _modified(path: str | Path | None) -> str:
     try:
         moment = os.stat(path).st_mtime if path else None
     except OSError:
