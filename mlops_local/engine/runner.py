@@ -21,7 +21,7 @@ from mlops_local.engine.cache import CACHED_TYPES, StepCache, output_uris, parse
 from mlops_local.engine.errors import DefinitionError, EngineError
 from mlops_local.engine.expressions import Context
 from mlops_local.engine.graph import Graph, Node, build
-from mlops_local.engine.job import Job, Processes
+from mlops_local.engine.job import Job, JobStopped, Processes
 from mlops_local.engine.parameters import resolve_parameters
 from mlops_local.engine.records import ExecutionRecord, executions_dir, get_execution, now
 from mlops_local.engine.steps import FailStepReached, Outcome, run_condition, run_fail, run_job
@@ -236,6 +236,8 @@ class _Execution:
         if hit:
             return Outcome(hit["properties"], hit.get("metadata", {})), hit["execution_id"]
         outcome = run_job(node.type, arguments, job, self.registry)
+        if self.processes.stopped:  # some of its jobs may have been cut short (tuning trials)
+            raise JobStopped("stopped while it ran: not cached")
         self.cache.save(self.pipeline, node.name, key, node.type, self.execution_id,
                         outcome.properties, metadata=outcome.metadata)
         return outcome, None

@@ -18,17 +18,24 @@ from tests.helpers import load, run_mlops, stage, start_engine, wait_for
 
 @pytest.fixture
 def held(tmp_path, project_config):
-    """(state, hold directory, the engine caught in step Second, its execution id)."""
+    """Start the engine on `held` (with parameter OnTerm) and wait until it is caught in
+    step Second; (state, hold directory, the engine, its execution id)."""
     state, hold = tmp_path / "state", tmp_path / "hold"
     stage(state)
     hold.mkdir()
     (hold / "first.release").touch()
-    engine = start_engine(state, "held", {"HoldDir": str(hold)}, project_config.pipeline_name)
-    try:
+    engines = []
+
+    def start(on_term: str = "exit"):
+        engine = start_engine(state, "held", {"HoldDir": str(hold), "OnTerm": on_term},
+                              project_config.pipeline_name)
+        engines.append(engine)
         wait_for(hold / "second.started", engine)
         [execution] = list_executions(state=state)
-        yield state, hold, engine, execution["ExecutionId"]
-    finally:
+        return state, hold, engine, execution["ExecutionId"]
+
+    yield start
+    for engine in engines:
         if engine.poll() is None:
             os.killpg(engine.pid, signal.SIGKILL)
         engine.wait()
@@ -46,15 +53,15 @@ def alive(pid: int) -> bool:
     return True
 
 
-def rerun(state, hold, project_config) -> dict:
+def rerun(state, hold, project_config, on_term: str = "exit") -> dict:
     (hold / "second.release").touch()
     (hold / "third.release").touch()
-    return run(load("held"), {"HoldDir": str(hold)}, pipeline_name=project_config.pipeline_name,
-               state=state)
+    return run(load("held"), {"HoldDir": str(hold), "OnTerm": on_term},
+               pipeline_name=project_config.pipeline_name, state=state)
 
 
 def test_a_killed_run_is_failed_by_its_next_reader_and_a_rerun_resumes(held, project_config):
-    state, hold, engine, execution_id = held
+    state, hold, engine, execution_id = held()
     os.killpg(engine.pid, signal.SIGKILL)  # the runner and its job, as a closed terminal would
     engine.wait()
     reason = f"the process running it (pid {engine.pid}) ended without finishing it"
@@ -87,7 +94,7 @@ def test_a_killed_run_is_failed_by_its_next_reader_and_a_rerun_resumes(held, pro
 
 
 def test_pipeline_stop_ends_a_running_execution_then_refuses(held, project_config):
-    state, hold, engine, execution_id = held
+    state, hold, engine, execution_id = held()
     job_pid = int((hold / "second.started").read_text())
 
     stopped = run_mlops(state, "pipeline", "stop", execution_id)
@@ -115,6 +122,22 @@ def test_pipeline_stop_ends_a_running_execution_then_refuses(held, project_confi
     assert "Traceback" not in again.stderr + unknown.stderr
 
     resumed = rerun(state, hold, project_config)
+    assert resumed["PipelineExecutionStatus"] == "Succeeded", resumed.get("FailureReason")
+    steps = {step["StepName"]: step for step in resumed["Steps"]}
+    assert "CacheHitResult" in steps["First"] and "CacheHitResult" not in steps["Second"]
+
+
+def test_a_step_that_completes_while_stopping_is_stopped_and_not_cached(held, project_config):
+    """As a tuning job whose running trials were cut short: its result is not one to reuse."""
+    state, hold, engine, execution_id = held(on_term="finish")
+
+    stopped = run_mlops(state, "pipeline", "stop", execution_id)
+
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert engine.wait(timeout=120) == 0, engine.stdout.read()
+    second = steps_of(state, execution_id)["Second"]
+    assert second["StepStatus"] == "Stopped", second
+    resumed = rerun(state, hold, project_config, on_term="finish")
     assert resumed["PipelineExecutionStatus"] == "Succeeded", resumed.get("FailureReason")
     steps = {step["StepName"]: step for step in resumed["Steps"]}
     assert "CacheHitResult" in steps["First"] and "CacheHitResult" not in steps["Second"]
