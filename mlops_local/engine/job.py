@@ -21,7 +21,7 @@ STOP_GRACE_S = 10
 
 
 class JobStopped(StepFailure):
-    """A job that was not started because its execution is stopping."""
+    """A job not started, or a result not kept, because its execution is stopping."""
 
 
 class Processes:
