@@ -144,6 +144,19 @@ def cmd_pipeline_steps(args) -> int:
     return 0
 
 
+def cmd_pipeline_stop(args) -> int:
+    from mlops_local.engine import runner
+
+    with console.status(f"stopping execution {args.execution}..."):
+        execution = runner.stop(args.execution)
+    status = execution["PipelineExecutionStatus"]
+    console.print(f"execution {args.execution}: {status}")
+    if status == "Stopped":
+        return 0
+    console.print(f"[red]{escape(execution.get('FailureReason') or '')}[/red]")
+    return 1
+
+
 # registry ---------------------------------------------------------------------------------
 
 def _registry():
@@ -186,16 +199,47 @@ def _metric(package: dict, config) -> str:
         return "?"
 
 
+def _version(text: str) -> int:
+    # str.isdigit() and int() also take '١' (1 in Arabic-Indic digits) or '²'.
+    if not (text.isascii() and text.isdecimal()):
+        raise UsageError(f"version {text!r} is not a version number: give ASCII digits such as 3 "
+                         "(see `mlops registry list`)")
+    return int(text)
+
+
 def _set_status(version: str, status: str, note: str) -> int:
     config = project_config.load()
     registry = _registry()
-    name = f"{config.model_package_group}/{version}"
-    registry.update_model_package(
-        ModelPackageArn=registry.describe_model_package(name)["ModelPackageArn"],
-        ModelApprovalStatus=status, ApprovalDescription=note,
-    )
+    name = f"{config.model_package_group}/{_version(version)}"
+    package = registry.describe_model_package(name)
+    if package["ModelApprovalStatus"] == status:
+        console.print(f"{name} is already {status}; nothing changed")
+        return 0
+    registry.update_model_package(ModelPackageArn=package["ModelPackageArn"],
+                                  ModelApprovalStatus=status, ApprovalDescription=note)
     console.print(f"{name}: {status}")
+    if status == "Rejected":
+        for stage in _stages_serving(package):
+            errors.print(f"[yellow]warning:[/yellow] the local {stage} endpoint still serves "
+                         f"{name}: deploy another approved version with `mlops deploy {stage}` "
+                         f"or stop it with `mlops endpoint stop {stage}`")
     return 0
+
+
+def _stages_serving(package: dict) -> list[str]:
+    """The stages whose running local endpoint serves this model package."""
+    from mlops_local.endpoint import lifecycle
+
+    serving = []
+    for stage in STAGES:
+        try:
+            model = lifecycle.status(stage)["model_info"]
+        except ValueError:  # no endpoint runs for this stage
+            continue
+        if (model.get("ModelPackageGroupName"), model.get("ModelPackageVersion")) == (
+                package["ModelPackageGroupName"], package["ModelPackageVersion"]):
+            serving.append(stage)
+    return serving
 
 
 def cmd_registry_approve(args) -> int:
@@ -396,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = pipeline.add_parser("steps", help="list the steps of a local execution")
     p.add_argument("execution", help="execution id (see `mlops pipeline executions`)")
     p.set_defaults(func=cmd_pipeline_steps)
+    p = pipeline.add_parser("stop", help="stop a running local execution")
+    p.add_argument("execution", help="execution id (see `mlops pipeline executions`)")
+    p.set_defaults(func=cmd_pipeline_stop)
 
     registry = groups.add_parser("registry", help="the local model registry").add_subparsers(
         dest="command", required=True)
@@ -403,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_registry_list)
     for name, func in (("approve", cmd_registry_approve), ("reject", cmd_registry_reject)):
         p = registry.add_parser(name, help=f"{name} a model package version")
-        p.add_argument("version", help="model package version number")
+        p.add_argument("version", help="model package version number (ASCII digits)")
         p.add_argument("--note", help="approval description")
         p.set_defaults(func=func)
 

@@ -172,7 +172,8 @@ def summary(result: RunResult, config: Config | None = None) -> Group:
                      f"`mlops registry approve {arn.rsplit('/', 1)[1]}`")
     if execution.get("FailureReason"):
         lines.append(f"[red]{execution['FailureReason']}[/red]")
-        failed = next((s for s in execution["Steps"] if s.get("StepStatus") == "Failed"), {})
+        failed = next((s for s in execution["Steps"]
+                       if s.get("StepStatus") in ("Failed", "Stopped")), {})
         if failed.get("LogPath"):
             lines.append(f"log: {failed['LogPath']}")
     lines.append(f"artifacts: {state_dir() / 's3'} (local store), job directories: "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from contextlib import closing
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from mlops_core.config import state_dir
 
 APPROVAL_STATUSES = ("Approved", "Rejected", "PendingManualApproval")
 LOCAL_ACCOUNT = "000000000000"
+BUSY_TIMEOUT_S = 60
 
 
 class RegistryError(ValueError):
@@ -28,7 +29,7 @@ class LocalRegistry:
         self.path = Path(path or state_dir() / "registry.db")
         self.region = region
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
+        with closing(self._connect()) as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS model_packages ("
                 " grp TEXT NOT NULL, version INTEGER NOT NULL, status TEXT NOT NULL,"
@@ -36,7 +37,22 @@ class LocalRegistry:
             )
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=30, isolation_level="IMMEDIATE")
+        """Autocommit: each write takes its own BEGIN IMMEDIATE (see `_writing`); a locked
+        database is waited for up to BUSY_TIMEOUT_S."""
+        return sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+
+    @contextmanager
+    def _writing(self):
+        """A write transaction that holds the database's write lock from its first statement,
+        so what it reads (the next version number) cannot change before it writes."""
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def _arn(self, group: str, version: int) -> str:
         return f"arn:aws:sagemaker:{self.region}:{LOCAL_ACCOUNT}:model-package/{group}/{version}"
@@ -45,7 +61,8 @@ class LocalRegistry:
         """Accept an ARN or `group/version`, as SageMaker's ModelPackageName does."""
         tail = name.split(":model-package/")[-1]
         group, _, version = tail.rpartition("/")
-        if not group or not version.isdigit():
+        # isdecimal() alone takes other scripts' digits ('١' is 1) and isdigit() takes '²'.
+        if not group or not (version.isascii() and version.isdecimal()):
             raise RegistryError(
                 f"model package {name!r} is neither an ARN nor 'group/version'"
             )
@@ -58,12 +75,12 @@ class LocalRegistry:
         status = request.get("ModelApprovalStatus", "PendingManualApproval")
         if status not in APPROVAL_STATUSES:
             raise RegistryError(f"ModelApprovalStatus {status!r} is not one of {APPROVAL_STATUSES}")
-        now = datetime.now(UTC).isoformat()
-        with closing(self._connect()) as db, db:
+        with self._writing() as db:
             row = db.execute(
                 "SELECT COALESCE(MAX(version), 0) FROM model_packages WHERE grp = ?", (group,)
             ).fetchone()
             version = row[0] + 1
+            now = datetime.now(UTC).isoformat()  # under the lock: creation order is version order
             body = {
                 **request,
                 "ModelPackageGroupName": group,
@@ -82,11 +99,14 @@ class LocalRegistry:
         return {"ModelPackageArn": body["ModelPackageArn"]}
 
     def describe_model_package(self, ModelPackageName: str) -> dict:  # noqa: N803 (boto3 shape)
-        group, version = self._parse(ModelPackageName)
         with closing(self._connect()) as db:
-            row = db.execute(
-                "SELECT body FROM model_packages WHERE grp = ? AND version = ?", (group, version)
-            ).fetchone()
+            return self._body(db, *self._parse(ModelPackageName))
+
+    @staticmethod
+    def _body(db: sqlite3.Connection, group: str, version: int) -> dict:
+        row = db.execute(
+            "SELECT body FROM model_packages WHERE grp = ? AND version = ?", (group, version)
+        ).fetchone()
         if row is None:
             raise RegistryError(f"model package {group}/{version} does not exist")
         return json.loads(row[0])
@@ -138,16 +158,16 @@ class LocalRegistry:
             raise RegistryError(
                 f"ModelApprovalStatus {ModelApprovalStatus!r} is not one of {APPROVAL_STATUSES}"
             )
-        body = self.describe_model_package(ModelPackageArn)
-        body.update(
-            ModelApprovalStatus=ModelApprovalStatus,
-            ApprovalDescription=ApprovalDescription,
-            LastModifiedTime=datetime.now(UTC).isoformat(),
-        )
-        with closing(self._connect()) as db, db:
+        group, version = self._parse(ModelPackageArn)
+        with self._writing() as db:
+            body = self._body(db, group, version)
+            body.update(
+                ModelApprovalStatus=ModelApprovalStatus,
+                ApprovalDescription=ApprovalDescription,
+                LastModifiedTime=datetime.now(UTC).isoformat(),
+            )
             db.execute(
                 "UPDATE model_packages SET status = ?, body = ? WHERE grp = ? AND version = ?",
-                (ModelApprovalStatus, json.dumps(body), body["ModelPackageGroupName"],
-                 body["ModelPackageVersion"]),
+                (ModelApprovalStatus, json.dumps(body), group, version),
             )
         return {"ModelPackageArn": body["ModelPackageArn"]}

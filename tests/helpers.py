@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import joblib
@@ -129,11 +130,38 @@ def stage(state: Path) -> LocalStore:
     """A fresh local store holding the data set and every job script the definitions use."""
     store = LocalStore(state / "s3")
     store.put_file(ABALONE, RAW_URI)
-    for script in ("summarize.py", "publish.py", "barrier.py"):
+    for script in ("summarize.py", "publish.py", "barrier.py", "hold.py"):
         store.put_file(JOBS / script, f"s3://test/code/{script}")
     store.upload_dir(JOBS / "trainer", "s3://test/code/trainer")
     store.upload_dir(JOBS / "drivers", "s3://test/code/drivers")
     return store
+
+
+def start_engine(state: Path, name: str, parameters: dict,
+                 pipeline_name: str = "pipeline") -> subprocess.Popen:
+    """The engine running definition `name` in a process of its own, in a process group of its
+    own (so a test can kill it and its jobs together, as a closed terminal would)."""
+    code = ("import json, sys; from pathlib import Path; from mlops_local.engine import run; "
+            "run(json.loads(Path(sys.argv[1]).read_text()), json.loads(sys.argv[2]), "
+            "pipeline_name=sys.argv[3], state=Path(sys.argv[4]))")
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(DEFINITIONS / f"{name}.json"), json.dumps(parameters),
+         pipeline_name, str(state)],
+        cwd=ROOT, env={**os.environ, "MLOPS_HOME": str(state)}, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until `path` exists, failing if `process` ends first or the wait runs out."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"exited with {process.returncode} before {path} appeared: "
+                                 f"{process.stdout.read()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.02)
 
 
 # ---------------------------------------------------------------- a fitted model directory

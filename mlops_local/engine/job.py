@@ -5,15 +5,58 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlops_local.engine.errors import StepFailure
 from mlops_local.registry import LOCAL_ACCOUNT
 from mlops_local.store import LocalStore
 
 OPT_ML = "/opt/ml"
 PYTHONS = ("python", "python3", "/usr/bin/python3", "/usr/local/bin/python", "/usr/bin/python")
 TAIL_LINES = 15
+STOP_GRACE_S = 10
+
+
+class JobStopped(StepFailure):
+    """A job not started, or a result not kept, because its execution is stopping."""
+
+
+class Processes:
+    """The job processes one execution has running, so that stopping it can end them."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen] = set()
+        self.stopped = False
+
+    def start(self, command: list[str], **options) -> subprocess.Popen:
+        with self._lock:  # a job starts either before stop() sees it or not at all
+            if self.stopped:
+                raise JobStopped("not started: the execution is stopping")
+            process = subprocess.Popen(command, **options)
+            self._running.add(process)
+            return process
+
+    def finished(self, process: subprocess.Popen) -> None:
+        with self._lock:
+            self._running.discard(process)
+
+    def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """Start no more jobs; terminate the running ones, killing those that outlive `grace`."""
+        with self._lock:
+            self.stopped = True
+            running = list(self._running)
+        for process in running:
+            process.terminate()
+        deadline = time.monotonic() + grace
+        for process in running:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 @dataclass(frozen=True)
@@ -24,6 +67,7 @@ class Job:
     root: Path  # <state>/jobs/<execution>/<step>
     store: LocalStore
     region: str = "us-east-1"
+    processes: Processes | None = None  # the execution's running jobs, when it can be stopped
 
     def arn(self, kind: str) -> str:
         return f"arn:aws:sagemaker:{self.region}:{LOCAL_ACCOUNT}:{kind}/{self.name}"
@@ -64,15 +108,19 @@ class Job:
         with open(self.log, "a") as log:
             log.write(f"$ {' '.join(command)}\n")
             log.flush()
+            processes = self.processes or Processes()
             try:
-                completed = subprocess.run(
+                process = processes.start(
                     command, env=env, cwd=cwd or self.opt_ml, stdout=log,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 )
             except OSError as err:
                 log.write(f"cannot start {command[0]}: {err}\n")
                 return 127
-        return completed.returncode
+            try:
+                return process.wait()
+            finally:
+                processes.finished(process)
 
     def failure_reason(self, exit_code: int, message_file: Path) -> str:
         """The job's own message (if it wrote one), then the log's last lines and its path."""

@@ -2,11 +2,18 @@
 
 Field names follow SageMaker's DescribePipelineExecution and ListPipelineExecutionSteps.
 Each write replaces the file atomically, so a reader (the CLI) never sees half a record.
+
+The process running an execution holds an exclusive flock on `<execution id>.lock` for as
+long as it runs. The kernel drops the lock when the process dies however it dies, and a
+recycled pid does not hold it, so a reader that can take the lock knows the record it
+finds still "Executing" will never be finished: it marks it Failed (`_settle`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +23,8 @@ from mlops_core.files import write_atomic
 from mlops_local.engine.errors import EngineError
 
 EXECUTION_STATUSES = ("Executing", "Succeeded", "Failed", "Stopped")
-STEP_STATUSES = ("Starting", "Executing", "Succeeded", "Failed", "Skipped")
+STEP_STATUSES = ("Starting", "Executing", "Succeeded", "Failed", "Skipped", "Stopped")
+RUNNING = ("Starting", "Executing")
 
 
 def now() -> str:
@@ -32,10 +40,19 @@ class ExecutionRecord:
 
     def __init__(self, path: Path, execution: dict):
         self.path = path
-        self.execution = execution
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Held before the record exists, so no reader ever sees an unlocked running record.
+        self._owner = os.open(_lock_path(path), os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._owner, fcntl.LOCK_EX)
+        self.execution = {**execution, "RunnerPid": os.getpid()}
         self.steps: dict[str, dict] = {}
         self._lock = threading.Lock()
         self._write()
+
+    def close(self) -> None:
+        """Release the run's lock: from here on the record is final."""
+        _lock_path(self.path).unlink(missing_ok=True)
+        os.close(self._owner)
 
     def _write(self) -> None:
         write_atomic(self.path, json.dumps({"execution": self.execution, "steps": self.steps},
@@ -60,6 +77,10 @@ class ExecutionRecord:
             return {**self.execution, "Steps": [dict(s) for s in self.steps.values()]}
 
 
+def _lock_path(record: Path) -> Path:
+    return record.with_suffix(".lock")
+
+
 def _load(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -67,10 +88,57 @@ def _load(path: Path) -> dict:
         raise EngineError(f"cannot read the execution record {path}: {err}") from None
 
 
+def runner_alive(path: Path) -> bool:
+    """Whether a process still holds the lock of the execution recorded at `path`."""
+    try:
+        probe = os.open(_lock_path(path), os.O_RDWR)
+    except FileNotFoundError:  # released: the run ended (or predates the lock)
+        return False
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(probe)  # closing drops the lock if the probe took it
+    return False
+
+
+def _settle(path: Path) -> dict:
+    """The record at `path`, first marked Failed if it runs but its process has ended."""
+    record = _load(path)
+    if record["execution"].get("PipelineExecutionStatus") != "Executing" or runner_alive(path):
+        return record
+    record = _load(path)  # the runner may have finished between the two reads
+    execution = record["execution"]
+    if execution.get("PipelineExecutionStatus") != "Executing":
+        return record
+    pid = execution.get("RunnerPid", "?")
+    reason = f"the process running it (pid {pid}) ended without finishing it"
+    # The last sign of life: the record's last write, or later output in a step's job log.
+    end = max(execution["StartTime"], _modified(path))
+    for step in record["steps"].values():
+        if step.get("StepStatus") in RUNNING:
+            step.update(StepStatus="Failed", EndTime=max(end, _modified(step.get("LogPath"))),
+                        FailureReason=reason)
+            end = max(end, step["EndTime"])
+    execution.update(PipelineExecutionStatus="Failed", FailureReason=reason, EndTime=end,
+                     LastModifiedTime=now())
+    write_atomic(path, json.dumps(record, indent=1, default=str))
+    return record
+
+
+def _modified(path: str | Path | None) -> str:
+    try:
+        moment = os.stat(path).st_mtime if path else None
+    except OSError:
+        moment = None
+    return datetime.fromtimestamp(moment, UTC).isoformat() if moment else ""
+
+
 def list_executions(pipeline_name: str | None = None, state: Path | None = None) -> list[dict]:
     """Executions (of one pipeline, or all), newest first."""
     root = executions_dir(state)
-    records = [_load(p)["execution"] for p in root.glob("*.json")] if root.is_dir() else []
+    records = [_settle(p)["execution"] for p in root.glob("*.json")] if root.is_dir() else []
     if pipeline_name:
         records = [r for r in records if r.get("PipelineName") == pipeline_name]
     return sorted(records, key=lambda r: (r.get("StartTime", ""), r["ExecutionId"]), reverse=True)
@@ -80,7 +148,7 @@ def get_execution(execution_id: str, state: Path | None = None) -> dict:
     path = executions_dir(state) / f"{execution_id}.json"
     if not path.is_file():
         raise EngineError(f"no execution {execution_id!r} in {executions_dir(state)}")
-    return _load(path)
+    return _settle(path)
 
 
 def list_steps(execution_id: str, state: Path | None = None) -> list[dict]:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import secrets
+import signal
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,9 +21,9 @@ from mlops_local.engine.cache import CACHED_TYPES, StepCache, output_uris, parse
 from mlops_local.engine.errors import DefinitionError, EngineError
 from mlops_local.engine.expressions import Context
 from mlops_local.engine.graph import Graph, Node, build
-from mlops_local.engine.job import Job
+from mlops_local.engine.job import Job, JobStopped, Processes
 from mlops_local.engine.parameters import resolve_parameters
-from mlops_local.engine.records import ExecutionRecord, executions_dir, now
+from mlops_local.engine.records import ExecutionRecord, executions_dir, get_execution, now
 from mlops_local.engine.steps import (
     FailStepReached,
     Outcome,
@@ -33,6 +37,9 @@ from mlops_local.store import LocalStore
 
 StepEvent = Callable[[str, str, dict], None]
 DONE = ("Succeeded", "Failed", "Skipped")
+POLL_S = 0.2  # how soon the scheduler sees a stop request
+STOP_TIMEOUT_S = 60
+STOP_REASON = "stopped on request (SIGTERM, as `mlops pipeline stop` sends)"
 
 
 def new_execution_id() -> str:
@@ -73,6 +80,9 @@ class _Execution:
         self.status = {name: "Pending" for name in graph.order}
         self.outcomes: dict[str, bool] = {}
         self.failure: str | None = None
+        self.stopping: str | None = None
+        self.processes = Processes()
+        self.running: dict[Future, str] = {}
         self._event_lock = threading.Lock()
 
     @property
@@ -116,7 +126,9 @@ class _Execution:
                 if self.status[name] != "Pending":
                     continue
                 reason = self._skip_reason(self.graph[name])
-                if reason is None and self.failure:
+                if reason is None and self.stopping:
+                    reason = "not started: the execution was stopped"
+                elif reason is None and self.failure:
                     reason = "not started: the execution failed"
                 if reason:
                     self.status[name] = "Skipped"
@@ -125,32 +137,43 @@ class _Execution:
                                StartTime=moment, EndTime=moment, FailureReason=reason)
                     changed = True
 
+    def request_stop(self, reason: str) -> None:
+        """Start no more steps and end the running ones; safe to call from a signal handler."""
+        self.stopping = self.stopping or reason
+
     def run(self, max_workers: int) -> dict:
-        running: dict[Future, str] = {}
         pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="step")
         try:
-            while True:
-                if not self.failure:
-                    for node in self._ready():
-                        self.status[node.name] = "Executing"
-                        running[pool.submit(self._run_step, node)] = node.name
-                self._mark_skipped()
-                if not running:
-                    break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    name = running.pop(future)
-                    self.status[name] = future.result()
+            self._schedule(pool)
         except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
-            for name in running.values():
-                self._emit(name, "Stopped", EndTime=now(), FailureReason="stopped by the user")
-            self.record.update(PipelineExecutionStatus="Stopped", EndTime=now())
+            self.request_stop("stopped by the user (interrupt)")
+            self._schedule(pool)  # starts nothing: waits for the running steps to end
+            self._finish()
             raise
-        pool.shutdown()
-        status = "Failed" if self.failure else "Succeeded"
+        finally:
+            pool.shutdown()
+        return self._finish()
+
+    def _schedule(self, pool: ThreadPoolExecutor) -> None:
+        while True:
+            if self.stopping and not self.processes.stopped:
+                self.processes.stop()
+            if not self.failure and not self.stopping:
+                for node in self._ready():
+                    self.status[node.name] = "Executing"
+                    self.running[pool.submit(self._run_step, node)] = node.name
+            self._mark_skipped()
+            if not self.running:
+                return
+            finished, _ = wait(self.running, timeout=POLL_S, return_when=FIRST_COMPLETED)
+            for future in finished:
+                name = self.running.pop(future)
+                self.status[name] = future.result()
+
+    def _finish(self) -> dict:
+        status = "Stopped" if self.stopping else "Failed" if self.failure else "Succeeded"
         self.record.update(PipelineExecutionStatus=status, EndTime=now(),
-                           FailureReason=self.failure or "")
+                           FailureReason=self.stopping or self.failure or "")
         return self.record.snapshot()
 
     # -- one step ----------------------------------------------------------------------------
@@ -159,7 +182,7 @@ class _Execution:
         """Run one step in a worker thread; its final status."""
         job = Job(_job_name(self.execution_id, node.name),
                   self.state / "jobs" / self.execution_id / node.name,
-                  self.context.store, self.region)
+                  self.context.store, self.region, self.processes)
         log = {"LogPath": str(job.log)} if node.type in CACHED_TYPES else {}
         self._emit(node.name, "Executing", StepType=node.type, StartTime=now(),
                    StepDisplayName=node.step.get("DisplayName", node.name), **log)
@@ -193,6 +216,9 @@ class _Execution:
         return "Succeeded"
 
     def _fail(self, node: Node, reason: str, metadata: dict) -> str:
+        if self.stopping:  # its job was terminated, or refused to start
+            self._emit(node.name, "Stopped", EndTime=now(), FailureReason=self.stopping)
+            return "Stopped"
         if not self.failure:  # a Fail step's message is the execution's reason, as in SageMaker
             self.failure = reason if node.type == "Fail" else f"step {node.name} failed: {reason}"
         self._emit(node.name, "Failed", EndTime=now(), FailureReason=reason, Metadata=metadata)
@@ -218,6 +244,8 @@ class _Execution:
         if hit:
             return Outcome(hit["properties"], hit.get("metadata", {})), hit["execution_id"]
         outcome = run_job(node.type, arguments, job, self.registry)
+        if self.processes.stopped:  # some of its jobs may have been cut short (tuning trials)
+            raise JobStopped("stopped while it ran: not cached")
         self.cache.save(self.pipeline, node.name, key, node.type, self.execution_id,
                         outcome.properties, metadata=outcome.metadata)
         return outcome, None
@@ -278,9 +306,53 @@ def run(
         "Parameters": [{"Name": k, "Value": v} for k, v in values.items()],
         "JobsDir": str(state / "jobs" / execution_id),
     })
-    execution = _Execution(
-        graph, context, record, pipeline=pipeline_name, state=state,
-        registry=LocalRegistry(state / "registry.db", region=region), region=region,
-        on_step_event=on_step_event,
-    )
-    return execution.run(max(2, max_workers))
+    try:
+        execution = _Execution(
+            graph, context, record, pipeline=pipeline_name, state=state,
+            registry=LocalRegistry(state / "registry.db", region=region), region=region,
+            on_step_event=on_step_event,
+        )
+        with _stopped_by_sigterm(execution):
+            return execution.run(max(2, max_workers))
+    finally:
+        record.close()
+
+
+@contextmanager
+def _stopped_by_sigterm(execution: _Execution):
+    """SIGTERM (what `stop` sends) stops the execution cleanly. Only the main thread may set
+    a signal handler; run elsewhere, SIGTERM keeps its default and the record is settled as
+    Failed by its next reader."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: execution.request_stop(STOP_REASON))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stop(execution_id: str, state: Path | None = None, timeout: float = STOP_TIMEOUT_S) -> dict:
+    """Ask the process running a local execution to stop it; the execution once it ended."""
+    execution = get_execution(execution_id, state)["execution"]  # a dead run is Failed here
+    status = execution["PipelineExecutionStatus"]
+    if status != "Executing":
+        raise EngineError(f"execution {execution_id} has already ended ({status}); "
+                          "nothing to stop")
+    pid = execution["RunnerPid"]
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # it ended just now: its record says how
+    except PermissionError:
+        raise EngineError(f"execution {execution_id} runs in process {pid}, which this user "
+                          "may not signal") from None
+    deadline = time.monotonic() + timeout
+    while execution["PipelineExecutionStatus"] == "Executing":
+        if time.monotonic() > deadline:
+            raise EngineError(f"asked the process running execution {execution_id} (pid {pid})"
+                              f" to stop; it has not stopped within {timeout:g} s")
+        time.sleep(POLL_S)
+        execution = get_execution(execution_id, state)["execution"]
+    return execution

@@ -1,19 +1,22 @@
 """Transform steps: a batch transform job run with the model's own serving handlers.
 
-As SageMaker does, every object under the input prefix is split into lines, the lines are
-sent in mini-batches of at most MaxPayloadInMB to the model's `/invocations` contract
-(here `mlops_local.endpoint.server.Endpoint`, the local endpoint's code), and the answers are
+As SageMaker does, every object under the input prefix is split into lines (each line is
+one CSV record: a quote never carries a field onto the next line), the lines are sent in
+mini-batches of at most MaxPayloadInMB to the model's `/invocations` contract (here
+`mlops_local.endpoint.server.Endpoint`, the local endpoint's code), and the answers are
 written to `<S3OutputPath>/<input key>.out`, each line joined to its input row when
 DataProcessing.JoinSource is Input.
 
 Unlike SageMaker, a refused mini-batch does not fail the job: it is split until each
 refused row is alone, and every refused row goes to `<input key>.errors.jsonl` with its
-line number and the handler's message. Output lines plus error lines equal input lines.
+line number and the handler's message (or why the line is not one CSV record). Output
+lines plus error lines equal input lines, and the output is valid CSV.
 The step fails only when no row scored.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import tarfile
@@ -174,11 +177,14 @@ def _transform_file(data: bytes, endpoint: Endpoint, settings: Settings) -> File
     result = FileResult()
     batch: list[tuple[int, str]] = []
     size = 0
-    for number, raw in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
-        line = raw.rstrip("\r")
+    for number, line in enumerate(_lines(data), start=1):
         record = len(line.encode()) + 1
         if not line.strip():
             result.errors.append(_error(number, line, "empty line"))
+            continue
+        problem = _not_one_record(line)
+        if problem:
+            result.errors.append(_error(number, line, problem))
             continue
         if record > settings.payload_bytes:
             result.errors.append(_error(
@@ -193,6 +199,29 @@ def _transform_file(data: bytes, endpoint: Endpoint, settings: Settings) -> File
         _score(batch, endpoint, settings, result)
     result.errors.sort(key=lambda error: error["line"])
     return result
+
+
+def _lines(data: bytes) -> list[str]:
+    """The object's lines, split on newlines only (as SplitType Line does), without CR."""
+    lines = [line.removesuffix("\r") for line in data.decode("utf-8", "replace").split("\n")]
+    if lines[-1] == "":  # the newline that ends the last line starts no line
+        lines.pop()
+    return lines
+
+
+def _not_one_record(line: str) -> str | None:
+    """Why the line is not exactly one CSV record, or None when it is.
+
+    Each line is checked alone so a quote cannot open a field that swallows the next lines
+    of the mini-batch, and only well-formed lines reach the output, which stays valid CSV.
+    """
+    try:
+        next(csv.reader([line], strict=True))
+    except csv.Error as err:
+        if str(err) == "unexpected end of data":
+            return "unterminated quote: a quoted field must end on its own line"
+        return f"not a CSV record: {err}"
+    return None
 
 
 def _score(batch: list[tuple[int, str]], endpoint: Endpoint, settings: Settings,

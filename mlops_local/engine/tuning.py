@@ -14,6 +14,7 @@ ListTrainingJobsForHyperParameterTuningJob's TrainingJobSummaries, best first.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import secrets
@@ -259,7 +260,7 @@ class _Tuning:
 
     def trial(self, index: int, tuned: dict) -> Trial:
         name = f"{self.job.name[:49].rstrip('-')}-{index:03d}-{secrets.token_hex(4)}"
-        trial_job = Job(name, self.job.root / name, self.job.store, self.job.region)
+        trial_job = dataclasses.replace(self.job, name=name, root=self.job.root / name)
         result = Trial(index, name, trial_job.arn("training-job"), tuned, started=now())
         self._log(f"trial {index:03d} {name} started: {tuned}")
         arguments = {k: v for k, v in self.definition.items() if k not in TUNING_ONLY}

@@ -6,6 +6,8 @@ the package, then the transform); tests/integration/test_batch.py runs the SDK-b
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import tarfile
 
@@ -187,3 +189,53 @@ def test_settings_the_engine_does_not_run_are_refused_by_name(batch, model):
     assert execution["PipelineExecutionStatus"] == "Failed"
     assert "SplitType 'None'" in step["FailureReason"]
     assert "InputFilter '$[1:]'" in step["FailureReason"]
+
+
+# Seven ways a row goes bad, each made from a good row's cells (sex first, then 7 numbers).
+BAD_KINDS = {
+    "unterminated quote": (lambda c: ",".join(c[:-1]) + ',"' + c[-1], "unterminated quote"),
+    "too few columns": (lambda c: ",".join(c[:-2]), "expected 8 columns"),
+    "too many columns": (lambda c: ",".join(c + ["0.1"]), "expected 8 columns"),
+    "text in a numeric column": (lambda c: ",".join([c[0], "long", *c[2:]]),
+                                 "column 'length': 'long' is not a finite number"),
+    "unknown category": (lambda c: ",".join(["Q", *c[1:]]), "unknown category 'Q'"),
+    "empty field": (lambda c: ",".join([*c[:3], "", *c[4:]]),
+                    "column 'height': '' is not a finite number"),
+    "NaN": (lambda c: ",".join([*c[:5], "NaN", *c[6:]]),
+            "column 'shucked_weight': 'NaN' is not a finite number"),
+}
+
+
+def test_each_line_is_one_record_and_every_bad_line_is_reported(model, batch):
+    """A quote cannot carry a field onto the next line: the pair of lines that once made the
+    model answer 10 lines for 11 rows is two refused lines, among 10% bad rows of 7 kinds."""
+    _, pipeline, rows = model
+    lines = csv_lines(rows.iloc[:200])
+    lines[40:42] = ['M,0.455,0.365,0.095,0.514,0.2245,0.101,"0.15', '"']
+    expected = {41: "unterminated quote", 42: "unterminated quote"}
+    kinds = list(BAD_KINDS.values())
+    for count, index in enumerate(range(3, 200, 10)):  # 20 rows, every kind at least twice
+        make, message = kinds[count % len(kinds)]
+        lines[index] = make(lines[index].split(","))
+        expected[index + 1] = message
+    assert len(lines) == 200 and len(expected) == 22
+
+    execution, step, store = batch({"rows.csv": lines})
+
+    assert execution["PipelineExecutionStatus"] == "Succeeded", execution.get("FailureReason")
+    text = store.path(f"{step['Outputs'][0]}/rows.csv.out").read_text()
+    output = list(csv.reader(io.StringIO(text), strict=True))
+    errors = [json.loads(e) for e in read(store, f"{step['Outputs'][0]}/rows.csv.errors.jsonl")]
+    assert len(output) + len(errors) == len(text.splitlines()) + len(errors) == len(lines)
+    assert step["Metadata"]["Rows"]["Scored"] == len(output) == 200 - len(expected)
+    assert step["Metadata"]["Rows"]["Bad"] == len(errors) == len(expected)
+    assert [e["line"] for e in errors] == sorted(expected)
+    for error in errors:
+        assert error["row"] == lines[error["line"] - 1]
+        assert expected[error["line"]] in error["message"], error
+    assert all(len(record) == 9 for record in output)  # 8 features, then the prediction
+
+    good = [i for i in range(200) if i + 1 not in expected]
+    assert [",".join(record[:-1]) for record in output] == [lines[i] for i in good]
+    np.testing.assert_allclose([float(record[-1]) for record in output],
+                               pipeline.predict(rows.iloc[good]))
