@@ -197,12 +197,12 @@ BAD_KINDS = {
     "too few columns": (lambda c: ",".join(c[:-2]), "expected 8 columns"),
     "too many columns": (lambda c: ",".join(c + ["0.1"]), "expected 8 columns"),
     "text in a numeric column": (lambda c: ",".join([c[0], "long", *c[2:]]),
-                                 "column 'length': 'long' is not a finite number"),
-    "unknown category": (lambda c: ",".join(["Q", *c[1:]]), "unknown category 'Q'"),
+                                 "column 'length': 'long' is not a number"),
+    "unknown category": (lambda c: ",".join(["Q", *c[1:]]), "'Q' is an unknown category"),
     "empty field": (lambda c: ",".join([*c[:3], "", *c[4:]]),
-                    "column 'height': '' is not a finite number"),
+                    "column 'height': '' is a missing value"),
     "NaN": (lambda c: ",".join([*c[:5], "NaN", *c[6:]]),
-            "column 'shucked_weight': 'NaN' is not a finite number"),
+            "column 'shucked_weight': 'NaN' is a missing value"),
 }
 
 
