@@ -120,6 +120,7 @@ monitor: install-runtime
 	$(BIN)/mlops monitor run $(STAGE)
 
 bench: install-runtime
+	$(UV_INSTALL) $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[bench]'
 	$(BIN)/python -m benchmarks
 
 deploy-infra: install-runtime

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from benchmarks import batch, endpoint, monitor, pipeline
+from benchmarks import batch, endpoint, model_quality, monitor, pipeline
 
 
 def main() -> None:
@@ -18,6 +18,8 @@ def main() -> None:
         batch.run(model_dir)
     print("\n## drift check")
     monitor.run()
+    print("\n## model quality")
+    model_quality.run()
 
 
 if __name__ == "__main__":
