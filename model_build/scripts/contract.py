@@ -106,14 +106,35 @@ def to_number(cell) -> float:
     return value
 
 
+def category_key(cell) -> str:
+    """What a category value means: a cell that reads as a finite number is that number (2, 2.0
+    and "2.0" are one category, "2.0"), anything else its text without surrounding spaces."""
+    if isinstance(cell, bool):
+        raise ContractError("not a category")
+    text = cell.strip() if isinstance(cell, str) else cell
+    try:
+        number = float(text)
+    except (TypeError, ValueError, OverflowError):
+        if not isinstance(text, str):
+            raise ContractError("not a category") from None
+        return text
+    return repr(number) if math.isfinite(number) else str(text)
+
+
+def category_lookup(values) -> dict[str, str]:
+    """The configured spelling of each category, by what it means (`category_key`)."""
+    return {category_key(value): str(value) for value in values}
+
+
 def to_category(cell, allowed: tuple[str, ...]) -> str:
-    """The allowed value a cell holds (text, surrounding spaces ignored), or ContractError saying
-    what the cell is instead ("a missing value", "an unknown category; allowed [...]")."""
+    """The configured value a cell means (`category_key`), or ContractError saying what the
+    cell is instead ("a missing value", "an unknown category; allowed [...]")."""
     if is_missing(cell):
         raise ContractError("a missing value")
-    if not isinstance(cell, str) or cell.strip() not in allowed:
+    value = category_lookup(allowed).get(category_key(cell))
+    if value is None:
         raise ContractError(f"an unknown category; allowed {list(allowed)}")
-    return cell.strip()
+    return value
 
 
 # ---------------------------------------------------------------------------- whole columns
@@ -122,6 +143,12 @@ def to_category(cell, allowed: tuple[str, ...]) -> str:
 def missing_mask(cells: pd.Series) -> np.ndarray:
     """Which text cells of a column are missing (the vectorised `is_missing`)."""
     return cells.str.strip().str.lower().isin(MISSING_TOKENS).to_numpy()
+
+
+def categories_of(cells: pd.Series, values) -> pd.Series:
+    """A text column with each cell that means one of `values` spelled as that value."""
+    lookup = category_lookup(values)
+    return cells.map(lambda cell: lookup.get(category_key(cell), cell))
 
 
 def numbers(cells: pd.Series) -> np.ndarray:

@@ -155,9 +155,9 @@ def check_numeric(name: str, cells: list[str], lines: list[int], *, target: bool
 
 def check_categorical(name: str, allowed: list[str], cells: list[str],
                       lines: list[int]) -> list[Problem]:
-    allowed_set = set(allowed)
+    known = contract.category_lookup(allowed)
     unknown = [(cell, line) for cell, line in zip(cells, lines, strict=True)
-               if not contract.is_missing(cell) and cell not in allowed_set]
+               if not contract.is_missing(cell) and contract.category_key(cell) not in known]
     if not unknown:
         return []
     values = sorted({cell for cell, _ in unknown})
@@ -202,7 +202,8 @@ def to_frame(table: RawTable, schema: dict) -> pd.DataFrame:
     frame = pd.DataFrame(index=raw.index)
     for feature in schema["features"]:
         cells = raw[feature["name"]].str.strip()
-        frame[feature["name"]] = pd.to_numeric(cells) if feature["type"] == "numeric" else cells
+        frame[feature["name"]] = (pd.to_numeric(cells) if feature["type"] == "numeric"
+                                  else contract.categories_of(cells, feature["values"]))
     frame[schema["target"]] = pd.to_numeric(raw[schema["target"]].str.strip())
     return frame
 

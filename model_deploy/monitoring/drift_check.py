@@ -477,6 +477,7 @@ class Comparison:
         counts = {b["value"]: float(b["count"])
                   for b in strings["distribution"]["categorical"]["buckets"]}
         domain = set((limits.get("string_constraints") or {}).get("domains", counts))
+        present = contract.categories_of(present, domain)  # 2, 2.0 and "2.0" are one value
         unknown = present[~present.isin(domain)]
         allowed = float(self.baseline.config.get("domain_content_threshold", 0.1))
         if len(present) and len(unknown) / len(present) > allowed:

@@ -84,3 +84,33 @@ def test_schema_problems_are_named(tmp_path):
                                 "seed": 1, "validation_fraction": 0.1, "test_fraction": 0.1}))
     with pytest.raises(contract.ContractError, match="needs a name and a type"):
         contract.load_schema(tmp_path)  # a directory means its schema.json
+
+
+def test_categories_compare_by_value():
+    """A JSON number, a CSV cell and the configured value that mean one value are one
+    category, spelled as configured; other text compares as text."""
+    allowed = ("1.0", "2.0", "M")
+    for cell in (2, 2.0, "2", "2.0", " 2.00 ", "2e0"):
+        assert contract.to_category(cell, allowed) == "2.0"
+    assert contract.to_category(" M", allowed) == "M"
+    for cell in ("m", "3", 3, True):
+        with pytest.raises(contract.ContractError):
+            contract.to_category(cell, allowed)
+    column = pd.Series(["1", "2.0", "x", " M "], dtype=str)
+    assert list(contract.categories_of(column, allowed)) == ["1.0", "2.0", "x", "M"]
+
+
+def test_numeric_looking_categories_through_preprocess_and_serving(schema):
+    """A schema whose category values look like numbers: the training CSV's '2' is the
+    configured '2.0', and a JSON request's 2.0 is served as that category."""
+    numeric_looking = {**schema, "features": [
+        {"name": "sex", "type": "categorical", "values": ["1.0", "2.0", "3.0"]},
+        *schema["features"][1:]]}
+    assert preprocess.check_categorical("sex", ["1.0", "2.0", "3.0"], ["2", "1.0", "4"],
+                                        [2, 3, 4])[0].message.startswith(
+        "column 'sex': 1 row (line 4), e.g. '4'")
+    model = inference.ServingModel(None, tuple(contract.feature_names(numeric_looking)),
+                                   contract.categories(numeric_looking))
+    columns = inference.checked_columns([[2.0, 0.5, 0.4, 0.1, 0.5, 0.2, 0.1, 0.15],
+                                         ["1", 0.5, 0.4, 0.1, 0.5, 0.2, 0.1, 0.15]], model)
+    assert columns["sex"] == ["2.0", "1.0"]
