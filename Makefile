@@ -62,7 +62,7 @@ run-aws: install-runtime
 	$(BIN)/mlops pipeline run --target aws --wait
 
 test: lint
-	$(BIN)/pytest --cov --cov-report=term
+	$(BIN)/pytest --cov --cov-report=term --durations=10
 
 # The quick subset while working: unit and infra tests, no end-to-end runs (under 2 minutes).
 test-fast: install

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import joblib
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from benchmarks.endpoint import _private_state
 from mlops_core import config
@@ -54,14 +55,20 @@ def run(model_dir: Path) -> list[dict]:
         total = time.perf_counter() - started
     transform = next(s for s in result.execution["Steps"] if s["StepType"] == "Transform")
     model = joblib.load(Path(model_dir) / "model.joblib")
-    started = time.perf_counter()
-    model.predict(frame)
-    bare = time.perf_counter() - started
+    features_step, estimator = model.steps[0][1], model.steps[-1][1]
+    matrix = features_step.transform(frame)
+    with threadpool_limits(1):  # the estimator's own predict on one core
+        started = time.perf_counter()
+        estimator.predict(matrix)
+        bare = time.perf_counter() - started
+    transform_rate = result.scored / _seconds(transform)
     row = {
         "benchmark": f"batch run, {ROWS:,} csv rows",
         "rows_scored": result.scored,
-        "transform_rows_per_s": round(result.scored / _seconds(transform)),
-        "bare_predict_rows_per_s": round(ROWS / bare),
+        "transform_rows_per_s": round(transform_rate),
+        "estimator_one_core_rows_per_s": round(ROWS / bare),
+        "ratio": round(transform_rate / (ROWS / bare), 2),
+        "goal_ratio": 1.6,
         "command_seconds": round(total, 1),
     }
     print("  ".join(f"{key}={value}" for key, value in row.items()))

@@ -66,6 +66,8 @@ def get_batch_pipeline(config: Config, target: Target) -> Pipeline:
         assemble_with="Line",
         accept=CSV,
         max_payload=MAX_PAYLOAD_MB,
+        # Mini-batches scored at once: the container serves one per worker, one per vCPU.
+        max_concurrent_transforms=int(config.aws.get("transform_max_concurrent_transforms", 2)),
         # A per-execution prefix, so a run never overwrites an earlier run's scores.
         output_path=Join(on="/", values=[f"s3://{bucket}/{project}/batch/output",
                                          ExecutionVariables.PIPELINE_EXECUTION_ID]),

@@ -12,14 +12,20 @@ refused row is alone, and every refused row goes to `<input key>.errors.jsonl` w
 line number and the handler's message (or why the line is not one CSV record). Output
 lines plus error lines equal input lines, and the output is valid CSV.
 The step fails only when no row scored.
+
+MaxConcurrentTransforms is how many mini-batches are scored at once: here that many worker
+processes (at most one per core), each with the model loaded, the answers kept in line order.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
+import os
 import re
 import tarfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +57,7 @@ def run_transform(arguments: dict, job: Job, registry: LocalRegistry) -> tuple[d
     and the row counts (scored, bad, where the bad rows are)."""
     settings = _settings(arguments)
     model_dir = _unpack_model(describe_model(arguments.get("ModelName", ""), job), job, registry)
-    endpoint = Endpoint(model_dir)
+    scorer = Scorer(model_dir, settings)
     source = arguments["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
     inputs = job.store.list(source)
     if not inputs:
@@ -60,7 +66,7 @@ def run_transform(arguments: dict, job: Job, registry: LocalRegistry) -> tuple[d
     scored, errors, error_files = 0, [], []
     for uri in inputs:
         name = _relative(uri, source)
-        result = _transform_file(job.store.path(uri).read_bytes(), endpoint, settings)
+        result = _transform_file(job.store.path(uri).read_bytes(), scorer, settings)
         _write(staging / f"{name}.out", "".join(line + "\n" for line in result.output))
         if result.errors:
             _write(staging / f"{name}.errors.jsonl",
@@ -68,7 +74,9 @@ def run_transform(arguments: dict, job: Job, registry: LocalRegistry) -> tuple[d
             error_files.append(f"{settings.output}/{name}.errors.jsonl")
         scored += len(result.output)
         errors += [{"file": name, **e} for e in result.errors]
-    _log(job, f"{scored} rows scored, {len(errors)} refused, from {len(inputs)} objects")
+    scorer.close()
+    _log(job, f"{scored} rows scored, {len(errors)} refused, from {len(inputs)} objects "
+              f"({settings.concurrency} at a time)")
     if not scored:
         first = "; ".join(f"{e['file']} line {e['line']}: {e['message']}"
                           for e in errors[:FIRST_MESSAGES])
@@ -94,6 +102,7 @@ class Settings:
     payload_bytes: int
     accept: str
     join_input: bool
+    concurrency: int = 1  # MaxConcurrentTransforms, at most one per core
 
 
 def _settings(arguments: dict) -> Settings:
@@ -122,6 +131,8 @@ def _settings(arguments: dict) -> Settings:
         payload_bytes=int(arguments.get("MaxPayloadInMB") or DEFAULT_PAYLOAD_MB) * MB,
         accept=output.get("Accept", CSV),
         join_input=processing.get("JoinSource", "None") == "Input",
+        concurrency=max(1, min(int(arguments.get("MaxConcurrentTransforms") or 1),
+                               os.cpu_count() or 1)),
     )
 
 
@@ -172,10 +183,52 @@ def _unpack_model(model: dict, job: Job, registry: LocalRegistry) -> Path:
 # ---------------------------------------------------------------------------- scoring
 
 
-def _transform_file(data: bytes, endpoint: Endpoint, settings: Settings) -> FileResult:
+class Scorer:
+    """Scores mini-batches with the model: in this process, or in `settings.concurrency`
+    worker processes (started on first use) when there is more than one batch to share."""
+
+    def __init__(self, model_dir: Path, settings: Settings):
+        self.model_dir, self.settings = model_dir, settings
+        self.endpoint = Endpoint(model_dir)
+        self.pool: ProcessPoolExecutor | None = None
+
+    def score(self, batches: list[list[tuple[int, str]]]) -> list[FileResult]:
+        if self.settings.concurrency == 1 or len(batches) < 2:
+            return [_score_batch(batch, self.endpoint, self.settings) for batch in batches]
+        if self.pool is None:
+            # spawn: the engine runs steps in threads, and forking a threaded process is unsafe.
+            self.pool = ProcessPoolExecutor(
+                self.settings.concurrency, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_load_worker, initargs=(self.model_dir,))
+        return list(self.pool.map(_score_in_worker, batches, [self.settings] * len(batches)))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+_WORKER: dict = {}
+
+
+def _load_worker(model_dir: Path) -> None:
+    _WORKER["endpoint"] = Endpoint(model_dir)
+
+
+def _score_in_worker(batch: list[tuple[int, str]], settings: Settings) -> FileResult:
+    return _score_batch(batch, _WORKER["endpoint"], settings)
+
+
+def _score_batch(batch: list[tuple[int, str]], endpoint: Endpoint,
+                 settings: Settings) -> FileResult:
+    result = FileResult()
+    _score(batch, endpoint, settings, result)
+    return result
+
+
+def _transform_file(data: bytes, scorer: Scorer, settings: Settings) -> FileResult:
     """Score one input object's lines in mini-batches; refused rows are isolated, not lost."""
     result = FileResult()
-    batch: list[tuple[int, str]] = []
+    batches: list[list[tuple[int, str]]] = [[]]
     size = 0
     for number, line in enumerate(_lines(data), start=1):
         record = len(line.encode()) + 1
@@ -191,12 +244,13 @@ def _transform_file(data: bytes, endpoint: Endpoint, settings: Settings) -> File
                 number, line[:200], f"the row is {record} bytes, above MaxPayloadInMB"))
             continue
         if size + record > settings.payload_bytes:
-            _score(batch, endpoint, settings, result)
-            batch, size = [], 0
-        batch.append((number, line))
+            batches.append([])
+            size = 0
+        batches[-1].append((number, line))
         size += record
-    if batch:
-        _score(batch, endpoint, settings, result)
+    for part in scorer.score([batch for batch in batches if batch]):
+        result.output += part.output
+        result.errors += part.errors
     result.errors.sort(key=lambda error: error["line"])
     return result
 

@@ -136,15 +136,18 @@ def test_good_and_bad_rows_add_up_and_bad_rows_are_named(model, batch):
     np.testing.assert_allclose([float(line.rsplit(",", 1)[1]) for line in output], expected)
 
 
-def test_mini_batches_keep_every_row_in_order(model, batch):
-    """About 2.6 MB of rows at MaxPayloadInMB 1: three requests, bad rows in two of them."""
+@pytest.mark.parametrize("concurrent", [1, 2])
+def test_mini_batches_keep_every_row_in_order(model, batch, concurrent):
+    """About 2.6 MB of rows at MaxPayloadInMB 1: three requests, bad rows in two of them,
+    scored one at a time or by two worker processes at once (MaxConcurrentTransforms)."""
     _, pipeline, rows = model
     many = pd.concat([rows] * 15, ignore_index=True)
     lines = csv_lines(many)
     bad = [5, 30_000, len(lines) - 1]
     for index in bad:
         lines[index] = "?," + lines[index].split(",", 1)[1]
-    execution, step, store = batch({"many.csv": lines}, batch_definition(MaxPayloadInMB=1))
+    execution, step, store = batch({"many.csv": lines}, batch_definition(
+        MaxPayloadInMB=1, MaxConcurrentTransforms=concurrent))
 
     assert execution["PipelineExecutionStatus"] == "Succeeded", execution.get("FailureReason")
     output = read(store, f"{step['Outputs'][0]}/many.csv.out")
