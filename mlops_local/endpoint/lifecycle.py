@@ -73,11 +73,14 @@ def _log_tail(log: Path, lines: int = 5) -> str:
 def _terminate(pid: int):
     if not _alive(pid):
         return
-    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGTERM)  # the server stops its workers gracefully, then exits
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while _alive(pid):
         if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
+            try:  # the server leads its own session: its workers go with it
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             deadline = float("inf")
         time.sleep(0.02)
 
@@ -111,8 +114,8 @@ def start(
     ]  # fmt: skip
     if capture_uri:
         command += ["--capture-uri", capture_uri]
-    # The server answers requests in parallel threads; OpenMP inside each predict call on
-    # top of that oversubscribes the cores and multiplies latency under concurrency.
+    # The server answers requests in worker processes (one per core) and threads; OpenMP
+    # inside each predict call on top of that oversubscribes the cores.
     env = {"OMP_NUM_THREADS": "1", **os.environ}
     with open(log, "a") as log_file:
         process = subprocess.Popen(
