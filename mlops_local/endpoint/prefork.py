@@ -72,7 +72,8 @@ class _Supervisor:
 
     def run(self):
         while True:
-            if signal.sigtimedwait(WATCHED, 1.0) in TERMINATE:
+            received = signal.sigtimedwait(WATCHED, 1.0)
+            if received is not None and received.si_signo in TERMINATE:
                 return
             for pid, code in self._reap():
                 if code == LOAD_FAILED:

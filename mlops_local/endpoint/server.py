@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -44,6 +45,7 @@ JSON_TYPE = "application/json"
 INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 POLL_S = 0.25  # how often a waiting connection looks whether the server is stopping
+LINGER_S = 1.0
 
 
 class ServingCodeError(ValueError):
@@ -390,6 +392,17 @@ class InvocationHandler(BaseHTTPRequestHandler):
         """Requests are not logged: at thousands per second the log would cost more than them."""
 
 
+def _linger(sock):
+    """Read what the client still sends, for a moment, before closing: closing with unread
+    bytes resets the connection, and the reset can destroy our answer before the client
+    reads it (a refused request's body, say). nginx calls this a lingering close."""
+    deadline = time.monotonic() + LINGER_S
+    while (remaining := deadline - time.monotonic()) > 0:
+        sock.settimeout(remaining)
+        if not sock.recv(1 << 16):
+            return
+
+
 class EndpointServer(ThreadingHTTPServer):
     """Bound to 127.0.0.1 when made; `endpoint` (the loaded model) is set before serving, so
     that the pre-fork parent can bind and each worker load its own model."""
@@ -423,8 +436,12 @@ class EndpointServer(ThreadingHTTPServer):
 
     def shutdown_request(self, request):
         try:
-            super().shutdown_request(request)
+            request.shutdown(socket.SHUT_WR)
+            _linger(request)
+        except OSError:
+            pass
         finally:
+            self.close_request(request)
             self._slots.release()
 
     def server_close(self):
