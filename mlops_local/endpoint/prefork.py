@@ -47,9 +47,9 @@ def serve(server, load: Callable, workers: int, ready_file: Path | None, name: s
     if ready_file:
         write_atomic(ready_file, json.dumps({"pid": os.getpid(), "port": server.server_port}))
     print(f"serving {name} at {server.url} with {workers} workers", file=sys.stderr, flush=True)
-    supervisor.run()
+    code = supervisor.run()
     supervisor.stop()
-    return 0
+    return code
 
 
 class _Supervisor:
@@ -70,14 +70,15 @@ class _Supervisor:
         os.close(read_end)
         return len(ready) == count
 
-    def run(self):
+    def run(self) -> int:
+        """Replace workers that die until told to stop; the exit code."""
         while True:
             received = signal.sigtimedwait(WATCHED, 1.0)
             if received is not None and received.si_signo in TERMINATE:
-                return
+                return 0
             for pid, code in self._reap():
                 if code == LOAD_FAILED:
-                    return  # the model no longer loads: replacing the worker would not help
+                    return 2  # the model no longer loads: replacing the worker would not help
                 print(f"worker {pid} exited ({_describe(code)}); starting another",
                       file=sys.stderr, flush=True)
                 self._spawn()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -156,3 +157,16 @@ def test_sigterm_lets_the_request_in_flight_finish(endpoint, state, rows):
     assert not stopping.is_alive() and not lifecycle._alive(parent)
     assert not any(Path(f"/proc/{pid}").exists() for pid in old_workers)
     assert len(captured(state, DESTINATION)) == 1
+
+
+def test_a_model_that_does_not_load_stops_the_endpoint_with_its_message(fitted, state, tmp_path,
+                                                                        monkeypatch):
+    broken = tmp_path / "model"
+    shutil.copytree(fitted[0], broken)
+    (broken / "code" / "inference.py").unlink()
+    with pytest.raises(lifecycle.EndpointError, match="exited with code 2.*no serving code at"):
+        lifecycle.start("staging", broken)
+    monkeypatch.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", "many")
+    with pytest.raises(lifecycle.EndpointError, match="SAGEMAKER_MODEL_SERVER_WORKERS must be"):
+        lifecycle.start("staging", fitted[0])
+    assert not (state / "endpoints" / "staging.json").exists()
