@@ -45,7 +45,8 @@ def serve(server, load: Callable, workers: int, ready_file: Path | None, name: s
         supervisor.stop()
         return 2
     if ready_file:
-        write_atomic(ready_file, json.dumps({"pid": os.getpid(), "port": server.server_port}))
+        write_atomic(ready_file, json.dumps(
+            {"pid": os.getpid(), "port": server.server_port, "workers": workers}))
     print(f"serving {name} at {server.url} with {workers} workers", file=sys.stderr, flush=True)
     code = supervisor.run()
     supervisor.stop()

@@ -73,7 +73,7 @@ def client(port: int, body: bytes, ids: list[str], answered: list, lost: list, p
 
 def test_concurrent_requests_on_two_workers_are_each_captured_once(endpoint, state, rows):
     parent = endpoint["pid"]
-    assert len(workers(parent)) == 2
+    assert len(workers(parent)) == endpoint["workers"] == 2
     answered, lost = [], []
     with ThreadPoolExecutor(CLIENTS) as pool:
         futures = [
