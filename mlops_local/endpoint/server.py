@@ -472,6 +472,7 @@ def make_server(
     """A bound server for the model in this process; call `serve_forever()` on it (here or
     in a thread), then `shutdown()` and `server_close()`."""
     endpoint = loader(model_dir, capture_uri, endpoint_name, sampling)()
+    header_rules()  # loaded now rather than on the first request
     return EndpointServer(port, limits, endpoint)
 
 

@@ -264,3 +264,15 @@ def test_model_failures_are_500_and_counted_client_faults_are_4xx(serve, tmp_pat
     for body, status in expected.items():
         assert post(flaky, body, {})[0] == status, body
     assert flaky.endpoint.model_errors == 2
+
+
+def test_limits_come_from_the_environment_and_bad_values_are_named():
+    limits = Limits.from_environment({"MLOPS_ENDPOINT_BODY_TIMEOUT": "2.5",
+                                      "MLOPS_ENDPOINT_MAX_CONNECTIONS": "3"})
+    assert (limits.body_timeout, limits.max_connections, limits.header_timeout) == (2.5, 3, 60)
+    for variable, value in [("MLOPS_ENDPOINT_IDLE_TIMEOUT", "soon"),
+                            ("MLOPS_ENDPOINT_HEADER_TIMEOUT", "-1"),
+                            ("MLOPS_ENDPOINT_BODY_TIMEOUT", "inf"),
+                            ("MLOPS_ENDPOINT_MAX_CONNECTIONS", "2.5")]:
+        with pytest.raises(ValueError, match=f"{variable} must be a positive number"):
+            Limits.from_environment({variable: value})
