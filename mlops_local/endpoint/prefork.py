@@ -138,6 +138,7 @@ def _work(server, load: Callable, ready_fd: int | None, parent: int):
         if ready_fd is not None:
             os.write(ready_fd, b".")
             os.close(ready_fd)
+
         def check_parent():  # serve_forever calls it twice a second
             if os.getppid() != parent:
                 stop()  # orphaned: the parent was killed
