@@ -56,7 +56,8 @@ class ServingCodeError(ValueError):
 class Limits:
     """Time limits and the connection bound of one server (one worker process).
 
-    `header_timeout`: from the first byte of a request to the end of its headers;
+    `header_timeout`: from the first byte of a request to the end of its headers (and a new
+    connection's wait for its first byte);
     `body_timeout`: to receive the whole body (and to send an answer);
     `idle_timeout`: a kept-alive connection waiting for its next request.
     """
@@ -127,9 +128,9 @@ class Endpoint:
                inference_id: str | None = None):
         """Returns (HTTP status, response body, response content type).
 
-        A handler refuses a request with a ValueError (its `http_status`, 400 if none);
-        anything input_fn cannot parse (a ValueError or RecursionError) is the request's
-        fault too. Any other failure is the model's: a 500, counted and logged.
+        The request's fault (a 4xx): a ValueError with a 4xx `http_status` from any handler,
+        or any ValueError or RecursionError from input_fn (400 unless it names a 4xx). Any
+        other failure is the model's: a 500, counted and logged.
         """
         if not accept or accept.strip() == "*/*":
             accept = content_type
