@@ -1,5 +1,6 @@
-"""Local endpoint: latency and throughput over HTTP beside bare `model.predict`, and capture
-completeness under concurrency.
+"""Local endpoint: latency and throughput over HTTP beside bare `model.predict`, capture
+completeness under concurrency, and throughput with one worker process beside the default
+(one per core).
 
 The endpoint runs as the background process `mlops endpoint` starts, in a private state
 directory; clients keep their connections open, as SageMaker's front end does.
@@ -33,17 +34,23 @@ BATCH_REQUESTS = 10
 
 
 @contextmanager
+def _environment(name: str, value: str):
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+@contextmanager
 def _private_state():
-    previous = os.environ.get("MLOPS_HOME")
     with tempfile.TemporaryDirectory(prefix="mlops-bench-") as home:
-        os.environ["MLOPS_HOME"] = home
-        try:
+        with _environment("MLOPS_HOME", home):
             yield Path(home)
-        finally:
-            if previous is None:
-                os.environ.pop("MLOPS_HOME", None)
-            else:
-                os.environ["MLOPS_HOME"] = previous
 
 
 def _timings(port: int, body: bytes, count: int, model=None, frame=None):
@@ -103,18 +110,12 @@ def run(model_dir: Path) -> list[dict]:
                 }
             ]
             captured_before = _captured(capture)
-            started = time.perf_counter()
-            with ThreadPoolExecutor(CONCURRENT_CLIENTS) as pool:
-                per_client = pool.map(
-                    lambda _: _timings(port, one_row, REQUESTS_PER_CLIENT)[0],
-                    range(CONCURRENT_CLIENTS),
-                )
-                concurrent = [t for timings in per_client for t in timings]
-            elapsed = time.perf_counter() - started
+            concurrent, elapsed = _concurrent(port, one_row)
             # Latency at 16 clients includes queueing for the cores; throughput is the measure.
             rows.append(
                 {
-                    "benchmark": f"endpoint 1-row csv, {CONCURRENT_CLIENTS} clients",
+                    "benchmark": f"endpoint 1-row csv, {CONCURRENT_CLIENTS} clients, "
+                                 f"{endpoint['workers']} workers",
                     "p50_ms": round(_quantile(concurrent, 50), 2),
                     "p99_ms": round(_quantile(concurrent, 99), 2),
                     "requests_per_s": round(len(concurrent) / elapsed),
@@ -140,9 +141,36 @@ def run(model_dir: Path) -> list[dict]:
             )
         finally:
             lifecycle.stop("bench")
+        with _environment("SAGEMAKER_MODEL_SERVER_WORKERS", "1"):
+            single = lifecycle.start("bench", model_dir)
+        try:
+            _timings(single["port"], one_row, 20)
+            concurrent, elapsed = _concurrent(single["port"], one_row)
+            rows.append(
+                {
+                    "benchmark": f"endpoint 1-row csv, {CONCURRENT_CLIENTS} clients, 1 worker",
+                    "p50_ms": round(_quantile(concurrent, 50), 2),
+                    "p99_ms": round(_quantile(concurrent, 99), 2),
+                    "requests_per_s": round(len(concurrent) / elapsed),
+                }
+            )
+        finally:
+            lifecycle.stop("bench")
     for row in rows:
         print("  ".join(f"{key}={value}" for key, value in row.items()))
     return rows
+
+
+def _concurrent(port: int, body: bytes) -> tuple[list[float], float]:
+    """Milliseconds of every request from CONCURRENT_CLIENTS clients at once, and the seconds
+    they all took."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(CONCURRENT_CLIENTS) as pool:
+        per_client = pool.map(
+            lambda _: _timings(port, body, REQUESTS_PER_CLIENT)[0], range(CONCURRENT_CLIENTS)
+        )
+        timings = [t for client in per_client for t in client]
+    return timings, time.perf_counter() - started
 
 
 def _captured(capture_uri: str) -> int:

@@ -1,5 +1,6 @@
 """What several test modules share: the CLI as a person runs it, broken data sets, a config
-variant, the engine's hand-written definitions, a fitted model directory and registry helpers.
+variant, the engine's hand-written definitions, a fitted model directory, its captured traffic
+and registry helpers.
 
 Tests import helpers from here only (never from another test module or a conftest)."""
 
@@ -200,6 +201,16 @@ def build_model_dir(model_dir: Path) -> tuple[Path, Path, float]:
     test[[*features, cfg.target]].to_csv(test_csv, index=False)
     errors = pipeline.predict(test[features]) - test[cfg.target].to_numpy()
     return model_dir, test_csv, float(np.sqrt(np.mean(errors**2)))
+
+
+def captured(state: Path, destination: str) -> list[tuple[Path, dict]]:
+    """Every data capture record under `destination` in the state's store, with its file."""
+    base = LocalStore(state / "s3").path(destination)
+    return [
+        (path, json.loads(line))
+        for path in sorted(base.rglob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
 
 
 # ---------------------------------------------------------------- model registry

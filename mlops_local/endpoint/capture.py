@@ -3,12 +3,16 @@
 Layout (the same as SageMaker's under the endpoint's DestinationS3Uri):
 `<destination>/<endpoint name>/AllTraffic/YYYY/MM/DD/HH/<file>.jsonl`, where the
 destination is `<capture root>/v<model version>` (`mlops_core.names.capture_uri`).
+
+Each writer (one per worker process) writes its own files, named with its pid, as SageMaker
+writes one set of files per instance: no two processes ever append to the same file.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 import threading
 import uuid
@@ -36,18 +40,21 @@ def _payload(body: bytes, content_type: str, mode: str) -> dict:
 
 
 def record(
-    request: bytes, request_type: str, response: bytes, response_type: str, when: datetime
+    request: bytes, request_type: str, response: bytes, response_type: str, when: datetime,
+    inference_id: str | None = None,
 ) -> dict:
-    """One capture record for one request and its answer."""
+    """One capture record for one request and its answer; the caller's InferenceId, if it
+    sent one, goes into the event metadata as SageMaker puts it."""
+    metadata = {"eventId": str(uuid.uuid4())}
+    if inference_id is not None:
+        metadata["inferenceId"] = inference_id
+    metadata["inferenceTime"] = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return {
         "captureData": {
             "endpointInput": _payload(request, request_type, "INPUT"),
             "endpointOutput": _payload(response, response_type, "OUTPUT"),
         },
-        "eventMetadata": {
-            "eventId": str(uuid.uuid4()),
-            "inferenceTime": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        },
+        "eventMetadata": metadata,
         "eventVersion": "0",
     }
 
@@ -55,8 +62,9 @@ def record(
 class CaptureWriter:
     """Appends records for one endpoint; safe to call from many request threads.
 
-    Each record is written and flushed whole under a lock, and a new file starts with each
-    hour, so a reader of a closed hour sees every record and never a partial line.
+    Each record is one line written by one `os.write` on an O_APPEND descriptor (no buffer
+    to flush), under a lock, so even a killed process leaves only whole lines; a new file
+    starts with each hour, so a reader of a closed hour sees every record.
     """
 
     def __init__(
@@ -72,34 +80,43 @@ class CaptureWriter:
         self.sampling_percentage = sampling_percentage
         self._lock = threading.Lock()
         self._hour: str | None = None
-        self._file = None
+        self._fd: int | None = None
 
-    def capture(self, request: bytes, request_type: str, response: bytes, response_type: str):
+    def capture(
+        self, request: bytes, request_type: str, response: bytes, response_type: str,
+        inference_id: str | None = None,
+    ):
         """Record one successful request, subject to sampling."""
         if self.sampling_percentage < 100 and random.uniform(0, 100) >= self.sampling_percentage:
             return
         when = datetime.now(UTC)
-        line = json.dumps(record(request, request_type, response, response_type, when)) + "\n"
+        line = json.dumps(
+            record(request, request_type, response, response_type, when, inference_id)
+        ).encode() + b"\n"
         with self._lock:
-            self._file_for(when).write(line)
-            self._file.flush()
+            fd = self._fd_for(when)
+            written = os.write(fd, line)
+            if written < len(line):  # only when the disk is full; the rest fails loudly
+                os.write(fd, line[written:])
 
-    def _file_for(self, when: datetime):
+    def _fd_for(self, when: datetime) -> int:
         hour = when.strftime("%Y/%m/%d/%H")
         if hour != self._hour:
             self._close_file()
             folder = self.base / hour
             folder.mkdir(parents=True, exist_ok=True)
-            name = f"{when.strftime('%M-%S')}-{when.microsecond // 1000:03d}-{uuid.uuid4().hex}"
-            self._file = open(Path(folder, name + ".jsonl"), "a", encoding="utf-8")
+            name = (f"{when.strftime('%M-%S')}-{when.microsecond // 1000:03d}"
+                    f"-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+            self._fd = os.open(Path(folder, name + ".jsonl"),
+                               os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             self._hour = hour
-        return self._file
+        return self._fd
 
     def close(self):
         with self._lock:
             self._close_file()
 
     def _close_file(self):
-        if self._file is not None:
-            self._file.close()
-            self._file, self._hour = None, None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd, self._hour = None, None

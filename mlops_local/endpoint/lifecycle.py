@@ -1,7 +1,8 @@
 """Run local endpoints as background processes, one per stage.
 
-A running endpoint is recorded in `<state>/endpoints/<stage>.json` (pid, port, url,
-model_dir, capture_uri, model_info); its log is `<state>/endpoints/<stage>.log`.
+A running endpoint is recorded in `<state>/endpoints/<stage>.json` (pid of the server's
+parent process, port, workers, url, model_dir, capture_uri, model_info); its log is
+`<state>/endpoints/<stage>.log`.
 """
 
 from __future__ import annotations
@@ -73,11 +74,14 @@ def _log_tail(log: Path, lines: int = 5) -> str:
 def _terminate(pid: int):
     if not _alive(pid):
         return
-    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGTERM)  # the server stops its workers gracefully, then exits
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while _alive(pid):
         if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
+            try:  # the server leads its own session: its workers go with it
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             deadline = float("inf")
         time.sleep(0.02)
 
@@ -111,8 +115,8 @@ def start(
     ]  # fmt: skip
     if capture_uri:
         command += ["--capture-uri", capture_uri]
-    # The server answers requests in parallel threads; OpenMP inside each predict call on
-    # top of that oversubscribes the cores and multiplies latency under concurrency.
+    # The server answers requests in worker processes (one per core) and threads; OpenMP
+    # inside each predict call on top of that oversubscribes the cores.
     env = {"OMP_NUM_THREADS": "1", **os.environ}
     with open(log, "a") as log_file:
         process = subprocess.Popen(
@@ -120,13 +124,15 @@ def start(
             stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
     try:
-        port = _wait_until_ready(process, ready, log)
+        ready_info = _wait_until_ready(process, ready, log)
     finally:
         ready.unlink(missing_ok=True)
+    port = ready_info["port"]
     record = {
         "stage": stage,
         "pid": process.pid,
         "port": port,
+        "workers": ready_info["workers"],
         "url": f"http://127.0.0.1:{port}",
         "model_dir": str(model_dir),
         "capture_uri": capture_uri,
@@ -140,15 +146,16 @@ def start(
     return record
 
 
-def _wait_until_ready(process: subprocess.Popen, ready: Path, log: Path) -> int:
+def _wait_until_ready(process: subprocess.Popen, ready: Path, log: Path) -> dict:
+    """What the server wrote to its ready file (pid, port, workers), once it answers /ping."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise EndpointError(f"endpoint exited with code {process.returncode}: {_log_tail(log)}")
         if ready.exists():
-            port = json.loads(ready.read_text())["port"]
-            if _ping(f"http://127.0.0.1:{port}"):
-                return port
+            info = json.loads(ready.read_text())
+            if _ping(f"http://127.0.0.1:{info['port']}"):
+                return info
         time.sleep(0.05)
     _terminate(process.pid)
     raise EndpointError(f"endpoint did not answer /ping within {START_TIMEOUT_S} s; see {log}")

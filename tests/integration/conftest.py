@@ -30,11 +30,13 @@ def state(tmp_path, monkeypatch):
 
 @pytest.fixture
 def serve(fitted, state):
-    """Start an in-process server on an ephemeral port; stopped after the test."""
+    """Start an in-process server (one process, threads) on an ephemeral port; stopped after
+    the test."""
     servers = []
 
-    def start(capture_uri=None, sampling=100):
-        server = make_server(fitted[0], 0, capture_uri, "abalone-test", sampling)
+    def start(capture_uri=None, sampling=100, limits=None, model_dir=None):
+        server = make_server(model_dir or fitted[0], 0, capture_uri, "abalone-test", sampling,
+                             limits)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return server
@@ -42,6 +44,4 @@ def serve(fitted, state):
     yield start
     for server in servers:
         server.shutdown()
-        server.server_close()
-        if server.endpoint.capture is not None:
-            server.endpoint.capture.close()
+        server.server_close()  # also closes the capture writer

@@ -18,8 +18,8 @@ from botocore.stub import Stubber
 
 from mlops_core.names import capture_uri
 from mlops_local.endpoint import EndpointError, invoke, lifecycle, start, status, stop
-from mlops_local.store import LocalStore
 from model_deploy import gate
+from tests.helpers import captured
 
 CSV, JSON = "text/csv", "application/json"
 DESTINATION = capture_uri("mlops-local", "abalone", "staging", 3)
@@ -32,15 +32,6 @@ def frame(fitted) -> pd.DataFrame:
 
 def csv_rows(frame: pd.DataFrame, n: int) -> bytes:
     return frame.iloc[:n, :-1].to_csv(header=False, index=False).encode()
-
-
-def captured(state: Path) -> list[tuple[Path, dict]]:
-    base = LocalStore(state / "s3").path(DESTINATION)
-    return [
-        (path, json.loads(line))
-        for path in sorted(base.rglob("*.jsonl"))
-        for line in path.read_text().splitlines()
-    ]
 
 
 def test_ping_and_every_content_type(serve, frame):
@@ -88,7 +79,7 @@ def test_bad_requests_get_4xx_naming_the_problem_and_nothing_is_captured(serve, 
         assert status_code == expected_status, answer
         assert words in json.loads(answer)["message"]
         assert gate.post(server.url, ",".join(row).encode(), CSV, CSV)[0] == 200
-    records = captured(state)
+    records = captured(state, DESTINATION)
     assert len(records) == len(cases)  # the valid request after each bad one, and only those
     assert {record["captureData"]["endpointInput"]["data"] for _, record in records} == {
         ",".join(row)
@@ -103,7 +94,7 @@ def test_capture_records_follow_the_contract(serve, frame, state):
         gate.post(server.url, csv_body, CSV, CSV)[1],
         gate.post(server.url, json_body, JSON, CSV)[1],
     ]
-    records = captured(state)
+    records = captured(state, DESTINATION)
     assert len(records) == 2
     layout = re.compile(
         r".*/abalone/datacapture/staging/v3/abalone-test/AllTraffic/"
@@ -144,7 +135,7 @@ def test_capture_is_lossless_under_16_concurrent_clients(serve, frame, state):
     with ThreadPoolExecutor(16) as pool:
         statuses = [s for result in pool.map(client, range(16)) for s in result]
     assert statuses == [200] * 320
-    records = [record for _, record in captured(state)]
+    records = [record for _, record in captured(state, DESTINATION)]
     assert len(records) == 320
     assert len({r["eventMetadata"]["eventId"] for r in records}) == 320
     sent = sorted(b.decode() for b in bodies for _ in range(20))
@@ -154,7 +145,7 @@ def test_capture_is_lossless_under_16_concurrent_clients(serve, frame, state):
 def test_sampling_zero_captures_nothing(serve, frame, state):
     server = serve(DESTINATION, sampling=0)
     assert gate.post(server.url, csv_rows(frame, 1), CSV, CSV)[0] == 200
-    assert captured(state) == []
+    assert captured(state, DESTINATION) == []
 
 
 def test_gate_passes_a_good_endpoint_and_fails_a_tight_bound(serve, fitted):
@@ -256,7 +247,7 @@ def test_background_process_start_replace_stop(fitted, staging, state, frame):
     assert (state / "endpoints" / "staging.stopped.json").exists()
     with pytest.raises(EndpointError, match="no local endpoint is running for stage 'staging'"):
         status("staging")
-    assert len(captured(state)) == 2  # both answered requests, one per endpoint process
+    assert len(captured(state, DESTINATION)) == 2  # both answered, one per endpoint
 
 
 def test_start_refuses_a_directory_without_a_model(tmp_path, state):
