@@ -223,7 +223,7 @@ class _Walk:
             self.problems.append(f"{path}: {_short(value)} is {len(value)} characters long, "
                                  f"at most {high} allowed{note}")
         pattern = shape.metadata.get("pattern")
-        compiled = _compiled(pattern) if pattern else None
+        compiled = java_pattern(pattern) if pattern else None
         if compiled and not compiled.fullmatch(value):
             self.problems.append(f"{path}: {_short(value)} does not match the pattern "
                                  f"{pattern}{note}")
@@ -281,11 +281,17 @@ def _category_ranges() -> dict[str, str]:
             for name, ranges in runs.items()}
 
 
+# Java's ASCII-only POSIX classes, as the ranges of a character class.
+_POSIX = {"Alnum": "a-zA-Z0-9", "Print": r"\x20-\x7e", "ASCII": r"\x00-\x7f"}
+
+
 @functools.cache
-def _compiled(pattern: str) -> re.Pattern | None:
-    """The Java pattern as a Python one; None for a construct this does not translate (the
-    value is then not checked against it, rather than refused)."""
-    python = pattern.replace(r"\p{Alnum}", "a-zA-Z0-9")
+def java_pattern(pattern: str) -> re.Pattern | None:
+    """A service model's (Java) pattern as a Python one; None for a construct this does not
+    translate (a value is then not checked against it, rather than refused)."""
+    python = re.sub(r"\[\\p\{(Print|ASCII)\}\]", lambda m: f"[{_POSIX[m[1]]}]", pattern)
+    python = re.sub(r"\\p\{(Print|ASCII)\}", lambda m: f"[{_POSIX[m[1]]}]", python)
+    python = python.replace(r"\p{Alnum}", _POSIX["Alnum"]).replace(r"\z", r"\Z")
     python = python.replace(r"\uD800\uDC00-\uDBFF\uDFFF", r"\U00010000-\U0010FFFF")
     python = re.sub(r"(?<!\\)\$\{\d+,\d+\}", "$", python)  # Java quantifies `$`; it means `$`
     python = _CATEGORY.sub(lambda match: _category_ranges()[match.group(1)], python)

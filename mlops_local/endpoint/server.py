@@ -38,6 +38,7 @@ from pathlib import Path
 from types import ModuleType
 
 from mlops_core.names import MAX_PAYLOAD_BYTES
+from mlops_core.service_model import java_pattern
 from mlops_local.endpoint.capture import CaptureWriter
 
 HANDLERS = ("model_fn", "input_fn", "predict_fn", "output_fn")
@@ -180,27 +181,16 @@ class HeaderRule:
     header: str
     minimum: int
     maximum: int
-    java_pattern: str
-    pattern: re.Pattern
+    service_pattern: str  # as the service model states it (Java syntax)
+    pattern: re.Pattern | None
 
     def problem(self, value: str) -> str | None:
         if not self.minimum <= len(value) <= self.maximum:
             return (f"{self.header} must be {self.minimum}-{self.maximum} characters long, "
                     f"got {len(value)}")
-        if not self.pattern.fullmatch(value):
-            return f"{self.header} must match {self.java_pattern}, got {value!r}"
+        if self.pattern is not None and not self.pattern.fullmatch(value):
+            return f"{self.header} must match {self.service_pattern}, got {value!r}"
         return None
-
-
-_JAVA_CLASSES = {"Print": r"\x20-\x7e", "ASCII": r"\x00-\x7f"}
-
-
-def _from_java(pattern: str) -> re.Pattern:
-    """The service's patterns are Java regular expressions; Python's `re` has neither the
-    POSIX classes `\\p{...}` (ASCII-only in Java) nor `\\z`."""
-    text = re.sub(r"\[\\p\{(\w+)\}\]", lambda m: f"[{_JAVA_CLASSES[m[1]]}]", pattern)
-    text = re.sub(r"\\p\{(\w+)\}", lambda m: f"[{_JAVA_CLASSES[m[1]]}]", text)
-    return re.compile(text.replace(r"\z", r"\Z"), re.ASCII)
 
 
 @functools.cache
@@ -214,7 +204,8 @@ def header_rules() -> tuple[HeaderRule, ...]:
         member_shape = shape.members[member]
         meta = member_shape.metadata
         rules.append(HeaderRule(member_shape.serialization["name"], meta.get("min", 0),
-                                meta["max"], meta["pattern"], _from_java(meta["pattern"])))
+                                meta["max"], meta["pattern"],
+                                java_pattern(meta["pattern"])))
     return tuple(rules)
 
 

@@ -148,7 +148,7 @@ def test_every_pattern_of_the_checked_operations_translates():
     for operation in OPERATIONS:
         collect(service_model.input_shape(operation))
     assert patterns
-    assert [p for p in sorted(patterns) if service_model._compiled(p) is None] == []
+    assert [p for p in sorted(patterns) if service_model.java_pattern(p) is None] == []
 
 
 @pytest.mark.parametrize("value, accepted", [
@@ -159,7 +159,7 @@ def test_every_pattern_of_the_checked_operations_translates():
 def test_java_unicode_classes_are_translated(value, accepted):
     shape = service_model.input_shape("CreateModelPackage").members[
         "CustomerMetadataProperties"].value
-    assert bool(service_model._compiled(shape.metadata["pattern"]).fullmatch(value)) is accepted
+    assert bool(service_model.java_pattern(shape.metadata["pattern"]).fullmatch(value)) is accepted
 
 
 def test_a_std_join_of_a_float_parameter_is_its_text():
