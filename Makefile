@@ -88,7 +88,7 @@ reject: install-runtime
 
 # The deploy pipeline's build step (CodeBuild): newest approved package -> stage configs.
 deploy-build: install-runtime
-	$(BIN)/python -m model_deploy.build --output-dir build/deploy
+	$(BIN)/python -m model_deploy.build
 
 deploy-staging: install-runtime
 	$(BIN)/mlops deploy staging

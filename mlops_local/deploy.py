@@ -80,14 +80,11 @@ def deploy(config: Config, stage: str, registry: LocalRegistry | None = None) ->
     store = LocalStore()
     target = targets.local(config, store)
     names = build.project_names(config, target)
-    with tempfile.TemporaryDirectory() as tmp:
-        package = build.build(registry, config.model_package_group, names, Path(tmp))
-        stage_parameters = json.loads((Path(tmp) / f"{stage}-config.json").read_text())
-        if stage == "prod":
-            _check_staging_passed(package)
-        gate.BUILD_DIR.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(gate.BUILD_DIR, ignore_errors=True)
-        shutil.copytree(tmp, gate.BUILD_DIR)
+    package, templates_out, documents = build.render(registry, config.model_package_group, names)
+    stage_parameters = documents[f"{stage}-config.json"]
+    if stage == "prod":
+        _check_staging_passed(package)
+    build.publish(templates_out, documents, build.BUILD_DIR)
     version = package["ModelPackageVersion"]
     model_dir = unpack_model(package, store)
     return lifecycle.start(

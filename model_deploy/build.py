@@ -35,6 +35,9 @@ from model_deploy import stacks
 HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE.parent / "cloudformation" / "endpoint.yml"
 BATCH_TEMPLATE = HERE.parent / "cloudformation" / "batch.yml"
+# Where the deploy build writes the templates and stack configurations (the build output
+# artifact in CodePipeline, build/deploy locally).
+BUILD_DIR = ROOT / "build" / "deploy"
 BATCH_CONFIG = "batch-config.json"
 MONITOR_CODE = HERE / "monitoring"
 CONTRACT = ROOT / "model_build" / "scripts" / "contract.py"
@@ -365,7 +368,7 @@ def deploy_batch_stack(config: Config, target: Target, *, sagemaker, cloudformat
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", type=Path, default=Path("build/deploy"))
+    parser.add_argument("--output-dir", type=Path, default=BUILD_DIR)
     parser.add_argument("--config-dir", type=Path, default=HERE)
     return parser.parse_args(argv)
 

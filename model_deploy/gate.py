@@ -32,14 +32,13 @@ from typing import Protocol
 
 from botocore.exceptions import ClientError, ParamValidationError
 
-from mlops_core.config import ROOT, Config
+from mlops_core.config import Config
 from mlops_core.names import MAX_PAYLOAD_BYTES
 
 CSV = "text/csv"
 JSON = "application/json"
 # In the deploy pipeline's test action the build output is a secondary input artifact.
 BUILD_OUTPUT = "CODEBUILD_SRC_DIR_BuildOutput"
-BUILD_DIR = ROOT / "build" / "deploy"
 DEFAULT_RMSE_FACTOR = 1.15
 DEFAULT_P95_MS = 200.0
 
@@ -374,6 +373,8 @@ def run(package: dict, transport: Transport, read, *, rows: int = 1000,
 
 def built_package_arn(stage: str) -> str:
     """The package the deploy build chose for `stage` (its `<stage>-config.json`)."""
+    from model_deploy.build import BUILD_DIR
+
     folder = Path(os.environ.get(BUILD_OUTPUT, BUILD_DIR))
     path = folder / f"{stage}-config.json"
     if not path.is_file():
