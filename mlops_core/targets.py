@@ -73,8 +73,7 @@ def aws_names(config: Config) -> dict[str, AwsName]:
         elif config.aws.get(key):
             names[name] = AwsName(config.aws[key], f"[aws] {key}")
         else:
-            names[name] = AwsName("", f"{NOT_CONFIGURED}; in CodeBuild {variables[0]} is "
-                                      f"{codebuild}")
+            names[name] = AwsName("", f"in CodeBuild {variables[0]} is {codebuild}")
     return names
 
 

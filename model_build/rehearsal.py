@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def swaps(config: Config, local: Target, aws: Target | None = None) -> list[Swap
     for what, mine in found.items():
         name = names[what]
         value = getattr(aws, what) if aws else name.value
-        source = name.source if name.value or not aws else f"a placeholder: {name.source}"
+        source = (name.source if name.value or not aws
+                  else f"{targets.NOT_CONFIGURED}, a placeholder; {name.source}")
         result.append(Swap(what, value, mine, source))
     region = aws.region if aws else names["region"].value
     result.append(Swap(
@@ -168,11 +170,19 @@ class _Names:
         return data
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    if root.is_file():
-        return {root.name: root.read_bytes()}
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+Files = Callable[[str], dict[str, bytes]]  # an upload's files under a URI, by relative name
+
+
+def stored(store) -> Files:
+    """The upload reader of a local store (anything with `path(uri)`)."""
+    def files(uri: str) -> dict[str, bytes]:
+        root = Path(store.path(uri))
+        if root.is_file():
+            return {root.name: root.read_bytes()}
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+                if p.is_file()}
+
+    return files
 
 
 def _hyperparameters(definition_: dict) -> dict:
@@ -189,11 +199,12 @@ def _hyperparameters(definition_: dict) -> dict:
 class _Explainer:
     """Why a member differs: the names, an upload whose files name them, or the profiles."""
 
-    def __init__(self, config: Config, comparison: Comparison, stores: tuple, definitions: dict):
+    def __init__(self, config: Config, comparison: Comparison, readers: tuple[Files, Files],
+                 definitions: dict):
         self.config = config
         self.comparison = comparison
         self.names = _Names(comparison.swaps)
-        self.stores = stores
+        self.readers = readers
         self.definitions = definitions  # "local", "aws" -> the definition
         self.code = re.compile(rf"s3://[^/]+/{re.escape(config.project)}/code/[0-9a-f]{{16}}")
 
@@ -218,8 +229,7 @@ class _Explainer:
         bases = [self.code.match(local), self.code.match(aws)]
         if not all(bases) or local[bases[0].end():] != aws[bases[1].end():]:
             return None
-        trees = [_files(store.path(base.group()))
-                 for store, base in zip(self.stores, bases, strict=True)]
+        trees = [files(base.group()) for files, base in zip(self.readers, bases, strict=True)]
         swapped = {name: self.names.swap_bytes(data) for name, data in trees[1].items()}
         if not trees[0] or trees[0] != swapped:
             return None
@@ -269,15 +279,20 @@ class _Explainer:
         return None
 
 
-def compare(config: Config, local: tuple[Target, object], aws: tuple[Target, object],
+def compare(config: Config, local: tuple[Target, Files], aws: tuple[Target, Files],
             kind: definition.Kind = definition.TRAINING) -> Comparison:
     """Build (or reuse) both definitions of `kind` and sort how they differ. Each side is a
-    target and the store it uploads to (anything with `path(uri)`, to read an upload back)."""
-    texts = [definition.cached(config, target, kind=kind)[0] for target, _ in (local, aws)]
-    local_definition, aws_definition = (json.loads(text) for text in texts)
+    target and how to read back what it uploaded (`stored(store)` for a local store)."""
+    local_definition, aws_definition = (
+        json.loads(definition.cached(config, target, kind=kind)[0]) for target, _ in (local, aws))
     comparison = Comparison(local[0].profile, aws[0].profile, swaps(config, local[0], aws[0]))
-    explain = _Explainer(config, comparison, (local[1], aws[1]),
-                         {"local": local_definition, "aws": aws_definition})
-    comparison.differences = [explain.difference(*member)
-                              for member in members(local_definition, aws_definition)]
+    return explain(config, comparison, (local_definition, aws_definition), (local[1], aws[1]))
+
+
+def explain(config: Config, comparison: Comparison, definitions: tuple[dict, dict],
+            readers: tuple[Files, Files]) -> Comparison:
+    """Fill `comparison` with every member where the (local, aws) definitions differ, and why."""
+    explainer = _Explainer(config, comparison, readers, dict(zip(("local", "aws"), definitions,
+                                                                 strict=True)))
+    comparison.differences = [explainer.difference(*member) for member in members(*definitions)]
     return comparison
