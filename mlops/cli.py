@@ -128,6 +128,8 @@ def _diff(profile: str, kind) -> int:
     config = project_config.load()
     with console.status("building both definitions (imports the sagemaker SDK)..."):
         comparison = local_pipeline.diff(config, profile, kind)
+    console.print(f"the aws side is built offline, uploading only to "
+                  f"{local_pipeline.aws_offline_root()}", markup=False, soft_wrap=True)
     for line in comparison.lines():
         console.print(line, markup=False, soft_wrap=True)
     return 1 if comparison.of(rehearsal.UNEXPLAINED) else 0

@@ -78,11 +78,15 @@ def run(config: Config, parameters: dict, console: Console | None = None,
     return result
 
 
+def aws_offline_root() -> Path:
+    """Where the diffs' offline aws builds upload: a local stand-in for the aws bucket."""
+    return state_dir() / "aws-offline"
+
+
 def diff(config: Config, profile: str, kind: definition.Kind) -> rehearsal.Comparison:
     """How the `profile` definition on the local target differs from the aws target's (built
-    offline into a store of its own under the state directory, with placeholder names where
-    none is configured)."""
-    store, aws_store = LocalStore(), LocalStore(state_dir() / "aws-offline")
+    offline, with placeholder names where none is configured)."""
+    store, aws_store = LocalStore(), LocalStore(aws_offline_root())
     return rehearsal.compare(
         config, (targets.local(config, store, profile), rehearsal.stored(store)),
         (targets.aws_offline(config, aws_store), rehearsal.stored(aws_store)), kind)

@@ -137,7 +137,7 @@ class Comparison:
 
     def lines(self) -> list[str]:
         lines = [f"local: the {self.local_profile} profile on the local target; aws: the "
-                 f"{self.aws_profile} profile on the aws target, built offline (nothing uploaded)",
+                 f"{self.aws_profile} profile on the aws target",
                  "names (aws -> local):", *(f"  {s.line()}" for s in self.swaps),
                  f"{len(self.of(NAMES))} members differ only in these names:",
                  *(f"  {d.line()}" for d in self.of(NAMES))]

@@ -10,7 +10,7 @@ from mlops_core import targets
 from mlops_local.store import LocalStore
 from model_build import definition, rehearsal
 from model_build.rehearsal import NAMES, ONLY, PROFILES, UNEXPLAINED
-from tests.helpers import run_mlops
+from tests.helpers import offline, run_mlops
 
 
 def test_aws_names_say_where_they_come_from(monkeypatch):
@@ -39,6 +39,24 @@ def test_the_profile_is_the_targets_own_unless_it_rehearses(tmp_path):
     # The steps differ, so the cached definitions must too.
     assert definition.fingerprint(config, local) != definition.fingerprint(config,
                                                                             rehearsal_target)
+
+
+def test_the_aws_definition_builds_offline_with_placeholders(tmp_path, tmp_path_factory,
+                                                             monkeypatch):
+    """What `mlops pipeline diff` compares with, built with no credentials, no network and no
+    aws names configured: the placeholders, uploaded to the local stand-in for the bucket."""
+    for name in ("MLOPS_BUCKET", "MLOPS_ROLE_ARN", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    config = project_config.load()
+    store = LocalStore(tmp_path / "aws-offline")
+    target = targets.aws_offline(config, store)
+    with offline(tmp_path_factory):
+        text, reused = definition.cached(config, target)
+    assert not reused and '"Name": "Tune"' in text
+    for placeholder in targets.PLACEHOLDERS.values():
+        assert placeholder in text
+    assert (tmp_path / "aws-offline" / targets.PLACEHOLDERS["bucket"]).is_dir()
 
 
 LOCAL = {"Parameters": [{"Name": "Input", "DefaultValue": "s3://here/data.csv"}],
