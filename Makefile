@@ -9,7 +9,8 @@ STAGE ?= staging
 TARGET ?= local
 VERSION ?=
 
-.PHONY: install install-runtime test-fast pipeline definition upsert run-aws test lint bench registry approve reject \
+.PHONY: install install-runtime test-fast pipeline rehearse definition upsert run-aws test lint bench registry \
+        approve reject \
         deploy-build deploy-staging deploy-prod invoke batch deploy-batch endpoint-test endpoint-status endpoint-stop \
         monitor deploy-infra destroy-infra clean
 
@@ -51,6 +52,10 @@ $(STAMP): $(RUNTIME_STAMP)
 
 pipeline: install-runtime
 	$(BIN)/mlops pipeline run
+
+# What CodeBuild runs (`make run-aws`: the aws profile, its tuning job), on this machine.
+rehearse: install-runtime
+	$(BIN)/mlops pipeline run --profile aws
 
 definition: install-runtime
 	$(BIN)/mlops pipeline definition

@@ -35,6 +35,12 @@ def _target_option(parser: argparse.ArgumentParser) -> None:
                         help="run on this machine (default) or in the AWS account")
 
 
+def _diff_profile(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", choices=TARGETS, default="local",
+                        help="the profile of the local side (default local; aws: the "
+                             "rehearsal, which should differ only in names)")
+
+
 def _parameters(pairs: list[str]) -> dict:
     parameters = {}
     for pair in pairs or []:
@@ -94,6 +100,9 @@ def cmd_pipeline_run(args) -> int:
     parameters = _parameters(args.param)
     if args.definition and args.target == "aws":
         raise UsageError("--definition runs a definition file locally; it takes no --target aws")
+    if args.profile and (args.target == "aws" or args.definition):
+        raise UsageError("--profile rehearses a target's definition on this machine; it takes "
+                         "no --target aws or --definition")
     if args.target == "aws":
         return _run_aws(config, parameters, args.wait, args.wait_minutes)
     from mlops import local_pipeline
@@ -101,8 +110,29 @@ def cmd_pipeline_run(args) -> int:
     if args.definition:
         result = local_pipeline.run_definition(args.definition, parameters, config, console)
     else:
-        result = local_pipeline.run(config, parameters, console=console)
+        result = local_pipeline.run(config, parameters, console=console,
+                                    profile=args.profile or "local")
     return 0 if result.succeeded else 1
+
+
+def cmd_pipeline_diff(args) -> int:
+    from model_build import definition
+
+    return _diff(args.profile, definition.TRAINING)
+
+
+def _diff(profile: str, kind) -> int:
+    from mlops import local_pipeline
+    from model_build import rehearsal
+
+    config = project_config.load()
+    with console.status("building both definitions (imports the sagemaker SDK)..."):
+        comparison = local_pipeline.diff(config, profile, kind)
+    console.print(f"the aws side is built offline, uploading only to "
+                  f"{local_pipeline.aws_offline_root()}", markup=False, soft_wrap=True)
+    for line in comparison.lines():
+        console.print(line, markup=False, soft_wrap=True)
+    return 1 if comparison.of(rehearsal.UNEXPLAINED) else 0
 
 
 def _run_aws(config, parameters: dict, wait: bool, minutes: float) -> int:
@@ -350,6 +380,12 @@ def cmd_batch_run(args) -> int:
     return 0
 
 
+def cmd_batch_diff(args) -> int:
+    from model_deploy import build
+
+    return _diff(args.profile, build.BATCH)
+
+
 def cmd_batch_deploy(args) -> int:
     from mlops_core import targets
     from model_deploy import build, stacks
@@ -434,7 +470,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a pipeline parameter, e.g. -p MetricThreshold=2.5")
     p.add_argument("--definition", type=Path, metavar="FILE",
                    help="run this SageMaker pipeline definition JSON instead of the project's")
+    p.add_argument("--profile", choices=TARGETS,
+                   help="aws: rehearse the definition CodeBuild builds (tuning and all) here, "
+                        "with this machine's bucket, role and region")
     p.set_defaults(func=cmd_pipeline_run)
+    p = pipeline.add_parser("diff", help="how the local and aws definitions differ, member by "
+                            "member (exit 1 when something differs that names do not explain)")
+    _diff_profile(p)
+    p.set_defaults(func=cmd_pipeline_diff)
     p = pipeline.add_parser("executions", help="list local executions, newest first")
     p.set_defaults(func=cmd_pipeline_executions)
     p = pipeline.add_parser("steps", help="list the steps of a local execution")
@@ -501,6 +544,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "the newest approved model")
     p.add_argument("--schedule", help="EventBridge Scheduler expression, e.g. cron(0 3 * * ? *)")
     p.set_defaults(func=cmd_batch_deploy)
+    p = batch.add_parser("diff", help="how the local batch definition differs from the one the "
+                         "deploy pipeline schedules, member by member")
+    _diff_profile(p)
+    p.set_defaults(func=cmd_batch_diff)
 
     infra = groups.add_parser("infra", help="the project's CI/CD stack in your AWS account"
                               ).add_subparsers(dest="command", required=True)

@@ -3,7 +3,9 @@
 
 Shows a live step table while the engine works, then a summary: step durations, the
 metric against its threshold, the registered version or the Fail message, and where the
-artifacts are.
+artifacts are. `--profile aws` rehearses the definition CodeBuild builds (its Tune step and
+trial budget) with this machine's names, saying which it swapped; `mlops pipeline diff`
+shows member by member how two profiles' definitions differ.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from mlops_core import targets
 from mlops_core.config import Config, state_dir
 from mlops_local.engine import graph, records, runner
 from mlops_local.store import LocalStore
-from model_build import definition
+from model_build import definition, rehearsal
 
 STATUS_STYLE = {"Succeeded": "green", "Failed": "red", "Executing": "yellow",
                 "Skipped": "dim", "Stopped": "red"}
@@ -56,17 +58,38 @@ def stage_data(config: Config, target: targets.Target, store: LocalStore) -> str
     return uri
 
 
-def run(config: Config, parameters: dict, console: Console | None = None) -> RunResult:
+def run(config: Config, parameters: dict, console: Console | None = None,
+        profile: str = "local") -> RunResult:
+    """Run the definition of `profile` (the aws one: a rehearsal) on this machine."""
     console = console or Console()
     store = LocalStore()
-    target = targets.local(config, store)
+    target = targets.local(config, store, profile)
     stage_data(config, target, store)
     with console.status("building the pipeline definition (imports the sagemaker SDK)..."):
         pipeline, reused = definition.load_or_build(config, target)
     console.print(f"definition {'reused' if reused else 'built'}: {definition.DEFINITION_FILE}")
+    if target.rehearses:
+        console.print(f"rehearsing the {profile} profile's definition on this machine; names "
+                      f"swapped ({profile} -> local):", markup=False, soft_wrap=True)
+        for swap in rehearsal.swaps(config, target):
+            console.print(f"  {swap.line()}", markup=False, soft_wrap=True)
     result = _execute(pipeline, parameters, config.pipeline_name, target.region, console)
     console.print(summary(result, config))
     return result
+
+
+def aws_offline_root() -> Path:
+    """Where the diffs' offline aws builds upload: a local stand-in for the aws bucket."""
+    return state_dir() / "aws-offline"
+
+
+def diff(config: Config, profile: str, kind: definition.Kind) -> rehearsal.Comparison:
+    """How the `profile` definition on the local target differs from the aws target's (built
+    offline, with placeholder names where none is configured)."""
+    store, aws_store = LocalStore(), LocalStore(aws_offline_root())
+    return rehearsal.compare(
+        config, (targets.local(config, store, profile), rehearsal.stored(store)),
+        (targets.aws_offline(config, aws_store), rehearsal.stored(aws_store)), kind)
 
 
 class DefinitionFileError(ValueError):

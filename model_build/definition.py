@@ -54,15 +54,16 @@ TRAINING = Kind("training", _training_factory, (PIPELINE_SOURCES,), DEFINITION_F
 
 
 def fingerprint(config: Config, target: Target, kind: Kind = TRAINING) -> str:
-    """What the definition depends on: config, build code, job scripts, SDK version, target."""
+    """What the definition depends on: config, build code, job scripts, SDK version, target
+    (its names and its profile, which decides the steps)."""
     sha = hashlib.sha256(kind.name.encode())
     code = [p for s in kind.sources for p in (s.rglob("*.py") if s.is_dir() else [s])]
     for path in sorted([CONFIG_FILE, *code]):
         if "__pycache__" not in path.parts:
             sha.update(path.as_posix().encode())
             sha.update(path.read_bytes())
-    for part in (version("sagemaker"), target.name, target.region, target.bucket, target.role,
-                 config.data_file.name):
+    for part in (version("sagemaker"), target.name, target.profile, target.region,
+                 target.bucket, target.role, config.data_file.name):
         sha.update(part.encode())
     return sha.hexdigest()[:20]
 
@@ -82,20 +83,26 @@ def build(config: Config, target: Target, kind: Kind = TRAINING) -> str:
     return json.dumps(definition, indent=2, sort_keys=True) + "\n"
 
 
-def load_or_build(config: Config, target: Target, *, force: bool = False,
-                  kind: Kind = TRAINING) -> tuple[dict, bool]:
-    """The definition for `target`, and whether it was reused from an earlier build."""
+def cached(config: Config, target: Target, *, force: bool = False,
+           kind: Kind = TRAINING) -> tuple[str, bool]:
+    """The definition JSON for `target`, and whether it was reused from an earlier build."""
     name = f"{target.name}-{fingerprint(config, target, kind)}.json"
     cache = state_dir() / "definitions" / name
     if not force and cache.exists():
         text = cache.read_text()
         if all(target.exists(uri) for uri in _code_uris(text, target, config)):
-            definition = json.loads(text)
             # The check may have changed since it was built.
-            check(definition, f"the {kind.name} pipeline definition")
-            write_atomic(kind.output, text)
-            return definition, True
+            check(json.loads(text), f"the {kind.name} pipeline definition")
+            return text, True
     text = build(config, target, kind)
     write_atomic(cache, text)
+    return text, False
+
+
+def load_or_build(config: Config, target: Target, *, force: bool = False,
+                  kind: Kind = TRAINING) -> tuple[dict, bool]:
+    """The definition for `target`, written to the kind's output file, and whether it was
+    reused from an earlier build."""
+    text, reused = cached(config, target, force=force, kind=kind)
     write_atomic(kind.output, text)
-    return json.loads(text), False
+    return json.loads(text), reused

@@ -14,7 +14,6 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from sagemaker.core.image_uris import retrieve
 from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
 from sagemaker.core.processing import ProcessingInput, ProcessingOutput, ScriptProcessor
 from sagemaker.core.shapes import (
@@ -53,6 +52,7 @@ from sagemaker.train.tuner import HyperparameterTuner
 
 from mlops_core.config import CONFIG_FILE, TUNING_OBJECTIVES, Config, ConfigError, Tuning
 from mlops_core.targets import Target
+from model_build.images import sklearn_image
 from model_build.sessions import ContentAddressedSession, OfflineModelTrainer
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
@@ -78,7 +78,8 @@ def _upload_schema(session: ContentAddressedSession, config: Config) -> str:
 
 
 def get_pipeline(config: Config, target: Target) -> Pipeline:
-    """Build the training pipeline for `config`, its code uploaded to `target`'s store."""
+    """Build the training pipeline of `target`'s profile for `config`, its code uploaded to
+    `target`'s store."""
     project, region, bucket, role = config.project, target.region, target.bucket, target.role
 
     def artifacts(*parts: str) -> Join:
@@ -94,12 +95,7 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
 
     session = ContentAddressedSession(target=target, prefix=f"{project}/code")
     cache = CacheConfig(enable_caching=True, expire_after="P30D")
-    image = retrieve(
-        "sklearn",
-        region=region,
-        version=config.sklearn_framework_version,
-        instance_type="ml.m5.large",
-    )
+    image = sklearn_image(config, region)
 
     input_data = ParameterString("InputDataUrl", default_value=target.raw_data_uri(config))
     processing_type = ParameterString(
@@ -113,7 +109,8 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
     )
     threshold = ParameterFloat("MetricThreshold", default_value=config.threshold)
     approval = ParameterString("ModelApprovalStatus", default_value="PendingManualApproval")
-    tunes = config.tunes(target.name)
+    # The profile, not the target, decides the steps: a rehearsal builds the aws ones here.
+    tunes = config.tunes(target.profile)
     hyperparameters = _hyperparameters(config, tuned=tunes)
 
     schema_uri = _upload_schema(session, config)

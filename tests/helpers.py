@@ -1,11 +1,12 @@
-"""What several test modules share: the CLI as a person runs it, broken data sets, a config
-variant, the engine's hand-written definitions, a fitted model directory, its captured traffic
-and registry helpers.
+"""What several test modules share: the CLI as a person runs it, offline builds, broken data
+sets, a config variant, the engine's hand-written definitions, a fitted model directory, its
+captured traffic and registry helpers.
 
 Tests import helpers from here only (never from another test module or a conftest)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,9 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+import botocore.httpsession
 import joblib
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
@@ -38,6 +41,30 @@ def run_mlops(state: Path, *args: str, timeout: float = 600,
     env = {**os.environ, "MLOPS_HOME": str(state), "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "mlops.cli", *args], env=env, text=True,
                           capture_output=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------- offline builds
+
+class NetworkUsed(AssertionError):
+    pass
+
+
+@contextlib.contextmanager
+def offline(tmp_path_factory):
+    """No credentials, and every HTTP request from botocore refused."""
+    patch = pytest.MonkeyPatch()
+    patch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    patch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path_factory.mktemp("aws") / "none"))
+
+    def refuse(self, request):
+        raise NetworkUsed(f"network call while building: {request.method} {request.url}")
+
+    patch.setattr(botocore.httpsession.URLLib3Session, "send", refuse)
+    try:
+        yield
+    finally:
+        patch.undo()
 
 
 # ---------------------------------------------------------------- broken data sets

@@ -8,7 +8,8 @@ the trials and the best; Bayesian asks optuna's TPE sampler (seeded the same way
 of MaxParallelTrainingJobs trials and tells it their results in trial order, so a seed fixes
 its trials too; Grid runs every combination of the categorical values.
 A trial that fails is recorded with its reason and the others are compared; the step fails
-only when no trial yields an objective. Properties are DescribeHyperParameterTuningJob's plus
+only when no trial yields an objective (naming the metric and its regex when the trials ran
+but none logged it). Properties are DescribeHyperParameterTuningJob's plus
 ListTrainingJobsForHyperParameterTuningJob's TrainingJobSummaries, best first.
 """
 
@@ -75,6 +76,7 @@ class Trial:
     status: str = "Completed"
     objective: float | None = None
     failure: str = ""
+    log: str = ""
 
 
 def _number(value, what: str, problems: list) -> float:
@@ -261,7 +263,8 @@ class _Tuning:
     def trial(self, index: int, tuned: dict) -> Trial:
         name = f"{self.job.name[:49].rstrip('-')}-{index:03d}-{secrets.token_hex(4)}"
         trial_job = dataclasses.replace(self.job, name=name, root=self.job.root / name)
-        result = Trial(index, name, trial_job.arn("training-job"), tuned, started=now())
+        result = Trial(index, name, trial_job.arn("training-job"), tuned, started=now(),
+                       log=str(trial_job.log))
         self._log(f"trial {index:03d} {name} started: {tuned}")
         arguments = {k: v for k, v in self.definition.items() if k not in TUNING_ONLY}
         arguments["HyperParameters"] = {**(self.definition.get("StaticHyperParameters") or {}),
@@ -340,6 +343,14 @@ def run_tuning(arguments: dict, job: Job) -> dict:
     job.root.mkdir(parents=True, exist_ok=True)
     trials = _Tuning(definition, objective, job).run(search, count, parallel)
     scored = [t for t in trials if t.objective is not None]
+    completed = [t for t in trials if t.status == "Completed"]
+    if not scored and completed:
+        # The jobs ran but the regex found nothing: the objective line of the log changed.
+        metric = objective["MetricName"]
+        regex = next(m["Regex"] for m in definition["AlgorithmSpecification"]["MetricDefinitions"]
+                     if m.get("Name") == metric)
+        raise StepFailure(f"no trial logged the objective metric {metric} (regex {regex!r}); "
+                          f"see {completed[0].log}")
     if not scored:
         reasons = "\n".join(f"  {t.name}: {t.failure.splitlines()[0]}" for t in trials)
         raise StepFailure(f"all {len(trials)} training jobs of the tuning job failed "

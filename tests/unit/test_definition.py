@@ -2,42 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import re
 import tarfile
 
-import botocore.httpsession
 import pytest
 
 from mlops_core import config as project_config
 from mlops_core import targets
 from mlops_local.store import LocalStore
 from model_build import definition
-from tests.helpers import variant
-
-
-class NetworkUsed(AssertionError):
-    pass
-
-
-@contextlib.contextmanager
-def offline(tmp_path_factory):
-    """No credentials, and every HTTP request from botocore refused."""
-    patch = pytest.MonkeyPatch()
-    patch.delenv("AWS_ACCESS_KEY_ID", raising=False)
-    patch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
-    patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path_factory.mktemp("aws") / "none"))
-
-    def refuse(self, request):
-        raise NetworkUsed(f"network call while building: {request.method} {request.url}")
-
-    patch.setattr(botocore.httpsession.URLLib3Session, "send", refuse)
-    try:
-        yield
-    finally:
-        patch.undo()
+from tests.helpers import offline, variant
 
 
 @pytest.fixture(scope="module")

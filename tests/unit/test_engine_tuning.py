@@ -277,3 +277,18 @@ def test_unsupported_strategy_and_bad_ranges_name_the_problem(state):
     _, step = tune(state, pipeline)
     assert step["FailureReason"] == ("the tuning job's parameter ranges are invalid: "
                                      "lr: Logarithmic scaling needs a minimum above 0")
+
+
+def test_no_trial_logging_the_objective_names_the_metric_its_regex_and_a_log(state):
+    """Trials that run but never print what the regex looks for (a changed log line) fail the
+    step with the metric and the regex, not as if the jobs had crashed."""
+    pipeline = definition(jobs=2)
+    training = pipeline["Steps"][0]["Arguments"]["TrainingJobDefinition"]
+    training["AlgorithmSpecification"]["MetricDefinitions"][0]["Regex"] = "val_loss=([0-9.]+)"
+    execution, step = tune(state, pipeline)
+    assert execution["PipelineExecutionStatus"] == "Failed"
+    reason = step["FailureReason"]
+    assert reason.startswith("no trial logged the objective metric validation:loss "
+                             "(regex 'val_loss=([0-9.]+)'); see ")
+    log = reason.rsplit("see ", 1)[1]
+    assert "epoch 2 loss=" in open(log).read()
