@@ -67,7 +67,7 @@ run-aws: install-runtime
 	$(BIN)/mlops pipeline run --target aws --wait
 
 test: lint
-	$(BIN)/pytest --cov --cov-report=term --durations=10
+	$(BIN)/pytest -n 2 --dist loadfile --cov --cov-report=term --durations=10
 
 # The quick subset while working: unit and infra tests, no end-to-end runs (under 2 minutes).
 test-fast: install

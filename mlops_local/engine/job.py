@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlops_local import warm
 from mlops_local.engine.errors import StepFailure
 from mlops_local.registry import LOCAL_ACCOUNT
 from mlops_local.store import LocalStore
@@ -32,11 +33,17 @@ class Processes:
         self._running: set[subprocess.Popen] = set()
         self.stopped = False
 
-    def start(self, command: list[str], **options) -> subprocess.Popen:
+    def start(self, command: list[str], log, env: dict, cwd: Path):
+        """Start a job: a Python script from the warm fork server (`mlops_local.warm`), any
+        other command as a subprocess; stdout and stderr go to the open file `log`."""
         with self._lock:  # a job starts either before stop() sees it or not at all
             if self.stopped:
                 raise JobStopped("not started: the execution is stopping")
-            process = subprocess.Popen(command, **options)
+            if warm.can_run(command):
+                process = warm.WarmProcess(command, env, cwd, log.name)
+            else:
+                process = subprocess.Popen(command, env=env, cwd=cwd, stdout=log,
+                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             self._running.add(process)
             return process
 
@@ -110,10 +117,7 @@ class Job:
             log.flush()
             processes = self.processes or Processes()
             try:
-                process = processes.start(
-                    command, env=env, cwd=cwd or self.opt_ml, stdout=log,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                )
+                process = processes.start(command, log, env, cwd or self.opt_ml)
             except OSError as err:
                 log.write(f"cannot start {command[0]}: {err}\n")
                 return 127

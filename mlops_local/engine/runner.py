@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mlops_core.config import state_dir
+from mlops_local import warm
 from mlops_local.engine.cache import CACHED_TYPES, StepCache, output_uris, parse_duration
 from mlops_local.engine.errors import DefinitionError, EngineError
 from mlops_local.engine.expressions import Context
@@ -275,6 +276,7 @@ def run(
     graph = build(definition)
     _check_cache_configs(graph)
     values = resolve_parameters(definition.get("Parameters", []) or [], parameters)
+    warm.prepare()
     state = Path(state or state_dir())
     store = LocalStore(state / "s3")
     execution_id = new_execution_id()
