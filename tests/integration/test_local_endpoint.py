@@ -86,6 +86,33 @@ def test_bad_requests_get_4xx_naming_the_problem_and_nothing_is_captured(serve, 
     }
 
 
+def test_refused_requests_are_counted_by_reason_and_feature(serve, frame, state, monkeypatch):
+    from mlops_local.endpoint import capture
+
+    monkeypatch.setattr(capture, "SAMPLES_PER_HOUR", 2)
+    server = serve(DESTINATION)
+    row = [str(v) for v in frame.iloc[0, :-1]]
+    rows = [row, ["X", *row[1:]], row[:-1], ["X", *row[1:]], ["Y", *row[1:]]]
+    body = "\n".join(",".join(r) for r in rows).encode()
+    for _ in range(3):
+        status, answer = gate.post(server.url, body, CSV, CSV)
+        assert status == 400
+        assert "(4 of 5 rows are bad)" in json.loads(answer)["message"]
+    assert gate.post(server.url, b"", CSV, CSV)[0] == 400
+    refused = [record for _, record in captured(state, DESTINATION, "refused")]
+    assert captured(state, DESTINATION) == []
+    assert [r["rows"] for r in refused] == [5, 5, 5, 0]
+    assert refused[0]["problems"] == [
+        {"reason": "unknown category", "feature": "sex", "value": "X", "rows": 2},
+        {"reason": "wrong column count", "feature": None, "value": None, "rows": 1},
+        {"reason": "unknown category", "feature": "sex", "value": "Y", "rows": 1}]
+    assert (refused[0]["reason"], refused[0]["feature"], refused[0]["value"]) == (
+        "unknown category", "sex", "X")
+    assert refused[3]["reason"] == "malformed request"
+    assert ["payload" in r for r in refused] == [True, True, False, False]  # a bounded sample
+    assert refused[0]["payload"]["data"] == body.decode()
+
+
 def test_capture_records_follow_the_contract(serve, frame, state):
     server = serve(DESTINATION)
     csv_body = csv_rows(frame, 3)

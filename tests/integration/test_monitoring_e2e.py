@@ -37,7 +37,8 @@ def send(url: str, frame) -> None:
 
 
 def captured_records(state) -> int:
-    return sum(len(p.read_text().splitlines()) for p in (state / "s3").rglob("*.jsonl"))
+    return sum(len(p.read_text().splitlines()) for p in (state / "s3").rglob("*.jsonl")
+               if "AllTraffic" in p.parts)
 
 
 def verdicts(output: str) -> dict[str, str]:
