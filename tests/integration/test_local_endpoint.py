@@ -188,6 +188,23 @@ def test_gate_passes_a_good_endpoint_and_fails_a_tight_bound(serve, fitted):
     assert [c.name for c in strict.checks if not c.passed] == ["rmse"]
 
 
+def test_gate_requests_are_marked_probes_on_varied_rows(serve, fitted, state):
+    server = serve(DESTINATION)
+    data = gate.parse_test_csv(Path(fitted[1]).read_text(), limit=200)
+    result = gate.run_checks(gate.HttpTransport(server.url), data, 100.0, latency_requests=20)
+    assert result.passed, [c for c in result.checks if not c.passed]
+    records = [record for _, record in captured(state, DESTINATION)]
+    refused = [record for _, record in captured(state, DESTINATION, "refused")]
+    ids = [r["eventMetadata"]["inferenceId"] for r in records] + [
+        r["inferenceId"] for r in refused]
+    assert refused and all(i.startswith("mlops-gate-") for i in ids)
+    assert len(set(ids)) == len(ids)
+    singles = [r["captureData"]["endpointInput"]["data"] for r in records
+               if r["captureData"]["endpointInput"]["data"].count("\n") == 1]
+    assert len(singles) == 20 + len(gate.bad_requests(data))
+    assert len(set(singles)) == len(singles)  # no held-out row probed twice
+
+
 def rmse_bound(cap: float) -> float:
     return gate.rmse_bound(cap, None)
 
