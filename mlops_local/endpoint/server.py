@@ -112,8 +112,14 @@ def load_handlers(model_dir: Path) -> ModuleType:
     return module
 
 
-def error_body(message: str) -> bytes:
-    return json.dumps({"message": message}).encode()
+def error_body(message: str, problems=()) -> bytes:
+    """A refusal's JSON answer; the serving code's row problems, if it lists them, as
+    `problems` (every bad row, so a client can say which rows to fix)."""
+    document = {"message": message}
+    if problems:
+        document["problems"] = [{"row": p.row, "reason": p.reason, "feature": p.feature,
+                                 "value": p.value} for p in problems]
+    return json.dumps(document, default=repr).encode()
 
 
 class Endpoint:
@@ -178,7 +184,8 @@ def _refusal(err: ValueError | RecursionError):
     if isinstance(err, RecursionError):
         return 400, error_body(f"request body is nested too deeply to parse: {err}"), JSON_TYPE
     status = getattr(err, "http_status", 400)
-    return (status if 400 <= status < 500 else 400), error_body(str(err)), JSON_TYPE
+    return ((status if 400 <= status < 500 else 400),
+            error_body(str(err), getattr(err, "problems", None) or ()), JSON_TYPE)
 
 
 @dataclass(frozen=True)
