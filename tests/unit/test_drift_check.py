@@ -379,3 +379,9 @@ def test_max_refused_share_must_be_a_share(tmp_path, value):
     assert variant(tmp_path).monitoring.max_refused_share == 0.05
     with pytest.raises(ConfigError, match=r"\[monitoring\] max_refused_share"):
         variant(tmp_path, replace={"max_refused_share = 0.05": f"max_refused_share = {value}"})
+
+
+def test_a_line_of_two_json_values_is_one_invalid_line(tmp_path, baseline_files, traffic):
+    write_capture(tmp_path / "v1", csv_lines(traffic.iloc[:300]) + ['1, 2', '{"a": 1}'])
+    result = check(tmp_path / "v1", baseline_files)
+    assert (result.counts["invalid_lines"], result.counts["rows_checked"]) == (2, 300)
