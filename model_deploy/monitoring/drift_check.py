@@ -273,8 +273,12 @@ def read_capture(source, keys: list[str], window: Window, include_probes: bool =
     capture.outside_window = int(timed.sum() - inside.sum())
     csv_bodies = []
     for index in np.flatnonzero(inside.to_numpy()):
+        payload = payloads[index]
+        if payload.get("encoding") == "CSV" and payload.get("observedContentType") == "text/csv":
+            csv_bodies.append(str(payload["data"]))  # the endpoint's usual record, in short
+            continue
         try:
-            is_csv, content = _body(payloads[index])
+            is_csv, content = _body(payload)
         except (ValueError, KeyError, TypeError, binascii.Error):
             capture.invalid_bodies += 1
             continue
