@@ -14,7 +14,7 @@ import boto3
 import pandas as pd
 import pytest
 from botocore.response import StreamingBody
-from botocore.stub import Stubber
+from botocore.stub import ANY, Stubber
 
 from mlops_core.names import capture_uri
 from mlops_local.endpoint import EndpointError, invoke, lifecycle, start, status, stop
@@ -247,6 +247,20 @@ def test_gate_through_the_boto3_transport(fitted):
         unavailable = transport.invoke(b"M,1", CSV, CSV)
         assert (unavailable.status, unavailable.refused) == (503, False)
         stub.assert_no_pending_responses()
+
+
+def test_the_gate_marks_its_boto3_requests_with_an_inference_id():
+    client = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    transport = gate.Probes(gate.SageMakerTransport(client, "abalone-staging"))
+    with Stubber(client) as stub:
+        stub.add_response("invoke_endpoint", {"Body": StreamingBody(io.BytesIO(b"9.5\n"), 4)},
+                          {"EndpointName": "abalone-staging", "Body": b"M,1", "ContentType": CSV,
+                           "Accept": CSV, "InferenceId": ANY})
+        sent = []
+        client.meta.events.register("provide-client-params.sagemaker-runtime.InvokeEndpoint",
+                                    lambda params, **_: sent.append(dict(params)))
+        assert transport.invoke(b"M,1", CSV, CSV).status == 200
+    assert sent[0]["InferenceId"].startswith("mlops-gate-")
 
 
 @pytest.mark.parametrize("original_status, passed", [(400, True), (415, True), (500, False),
