@@ -28,6 +28,7 @@ contract shipped beside it in `code/`.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import sys
@@ -100,6 +101,7 @@ class UnsupportedAccept(BadRequest):
 
 def _logged(handler):
     """Log each refusal of `handler` as one MLOPS_REFUSAL line on stderr."""
+    @functools.wraps(handler)
     def logged(*args):
         try:
             return handler(*args)
@@ -107,7 +109,6 @@ def _logged(handler):
             print(json.dumps(err.event()), file=sys.stderr, flush=True)
             raise
 
-    logged.__name__, logged.__doc__ = handler.__name__, handler.__doc__
     return logged
 
 
