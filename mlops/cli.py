@@ -305,10 +305,30 @@ def cmd_endpoint_invoke(args) -> int:
     status, answer = lifecycle.invoke(args.stage, body, args.content_type, args.accept)
     text = answer.decode("utf-8", "replace")
     if status >= 400:
-        console.print(f"[red]{status}[/red] {text}")
+        print_refusal(status, text)
         return 1
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
+
+
+def print_refusal(status: int, text: str) -> None:
+    """The endpoint's error answer; for a refused batch, every refused row and why."""
+    try:
+        document = json.loads(text)
+        message, problems = document["message"], document.get("problems") or []
+    except (ValueError, KeyError, TypeError):
+        message, problems = text, []
+    console.print(f"[red]{status}[/red] ", end="")
+    console.print(message, markup=False, highlight=False)
+    if not problems:
+        return
+    console.print(f"refused rows ({len({p['row'] for p in problems})}; a request with one bad "
+                  "row is refused whole):")
+    for problem in problems:
+        where = f" '{problem['feature']}'" if problem.get("feature") else ""
+        value = f": {problem['value']!r}" if problem.get("value") is not None else ""
+        console.print(f"  row {problem['row']}: {problem['reason']}{where}{value}",
+                      markup=False, highlight=False)
 
 
 def cmd_endpoint_test(args) -> int:

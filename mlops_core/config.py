@@ -71,6 +71,14 @@ class Tuning:
 
 
 @dataclass(frozen=True)
+class Monitoring:
+    """`[monitoring]`: when the monitor fails a stage's traffic beside drift."""
+
+    # Above this share of the rows sent (in refused requests), the check fails.
+    max_refused_share: float = 0.05
+
+
+@dataclass(frozen=True)
 class Config:
     project: str
     data_file: Path
@@ -87,6 +95,7 @@ class Config:
     selection: str = "single"
     candidates: dict = field(default_factory=dict)  # name -> {"regressor": ..., settings}
     tuning: Tuning | None = None
+    monitoring: Monitoring = field(default_factory=Monitoring)
 
     def tunes(self, target: str) -> bool:
         """Whether the pipeline built for `target` tunes hyperparameters, not trains once."""
@@ -196,7 +205,17 @@ def load(path: Path | None = None) -> Config:
         selection=selection,
         candidates=candidates,
         tuning=tuning,
+        monitoring=_monitoring(raw.get("monitoring", {}), path),
     )
+
+
+def _monitoring(table: dict, path: Path) -> Monitoring:
+    _known(table, ("max_refused_share",), "[monitoring]", path)
+    share = table.get("max_refused_share", Monitoring.max_refused_share)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+        raise ConfigError(f"{path.name}: [monitoring] max_refused_share = {share!r} must be a "
+                          "number from 0 to 1")
+    return Monitoring(float(share))
 
 
 def _hyperparameters(table: dict, where: str, path: Path) -> dict:

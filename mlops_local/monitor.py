@@ -4,6 +4,8 @@ The endpoint record (`<state>/endpoints/<stage>.json`) names the model package t
 traffic and its capture prefix; the registry names that package's data-quality baseline; the
 check (`model_deploy/monitoring/drift_check.py`, the same script the Processing job runs)
 writes its outputs under `s3://<local bucket>/<project>/monitoring/<stage>/<timestamp>/`.
+Requests the endpoint refused are counted beside the drift, and fail the check above
+`[monitoring] max_refused_share` of the rows; the staging gate's probes are left out.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class MonitorResult:
     report_path: Path
     metrics_uri: str = ""
     window: dict = field(default_factory=dict)
+    refusals: list[str] = field(default_factory=list)
 
 
 def baseline_uris(registry: LocalRegistry, package_arn: str) -> tuple[str, str]:
@@ -137,6 +140,7 @@ def run_local(
                 window=drift_check.Window(_moment(start), _moment(end)),
                 model_version=int(info["ModelPackageVersion"]),
                 metrics_sink=local_metrics_sink(store, metrics_uri, dimensions),
+                max_refused_share=cfg.monitoring.max_refused_share,
             )
             store.upload_dir(Path(scratch), output_uri)
     except (drift_check.DriftCheckError, StoreError) as err:
@@ -146,7 +150,7 @@ def run_local(
         model_version=int(info["ModelPackageVersion"]), verdict=checked.verdict,
         rows=result_rows(checked), violations=checked.violations, counts=checked.counts,
         output_uri=output_uri, report_path=store.path(output_uri) / "report.html",
-        metrics_uri=metrics_uri, window=checked.window,
+        metrics_uri=metrics_uri, window=checked.window, refusals=checked.refusals,
     )
 
 
@@ -171,4 +175,11 @@ def format_table(result: MonitorResult) -> str:
     if counts["invalid_lines"] or counts["invalid_bodies"]:
         console.print(f"skipped {counts['invalid_lines']} invalid capture lines and "
                       f"{counts['invalid_bodies']} unreadable request bodies")
+    if counts["refused_requests"]:
+        console.print(f"refused: {counts['refused_requests']} requests with "
+                      f"{counts['refused_rows']} rows; bad rows:")
+        for line in result.refusals:
+            console.print(f"  {line}", markup=False, highlight=False)
+    if counts["probes"]:
+        console.print(f"{counts['probes']} gate probes left out")
     return buffer.getvalue() + f"report: {result.report_path}\n"

@@ -13,6 +13,11 @@ evaluation; the gate scores the endpoint on those rows through a small transport
 - p95 latency of one-row requests is under `p95_ms` (default 200 ms);
 - every kind of bad input is refused (a 4xx locally; on AWS a ValidationError, or a ModelError
   whose OriginalStatusCode is 4xx) and the endpoint still answers afterwards.
+
+Every request of the gate carries the InferenceId `mlops-gate-<uuid>`, which data capture
+records: the drift check leaves these probes out of users' traffic. The one-row probes
+(latency, the valid request after each refusal) cycle through the held-out rows, so the
+capture does not hold one row a hundred times.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -34,6 +40,7 @@ from botocore.exceptions import ClientError, ParamValidationError
 
 from mlops_core.config import Config
 from mlops_core.names import MAX_PAYLOAD_BYTES
+from model_deploy.monitoring.drift_check import PROBE_PREFIX
 
 CSV = "text/csv"
 JSON = "application/json"
@@ -59,7 +66,23 @@ class Reply:
 
 
 class Transport(Protocol):
-    def invoke(self, body: bytes, content_type: str, accept: str) -> Reply: ...
+    def invoke(self, body: bytes, content_type: str, accept: str,
+               inference_id: str | None = None) -> Reply: ...
+
+
+def probe_id() -> str:
+    """The InferenceId of one of the gate's requests."""
+    return f"{PROBE_PREFIX}{uuid.uuid4()}"
+
+
+class Probes:
+    """A transport whose every request is marked as the gate's (`probe_id`)."""
+
+    def __init__(self, transport: Transport):
+        self.transport = transport
+
+    def invoke(self, body: bytes, content_type: str, accept: str) -> Reply:
+        return self.transport.invoke(body, content_type, accept, inference_id=probe_id())
 
 
 class HttpTransport:
@@ -68,16 +91,20 @@ class HttpTransport:
     def __init__(self, url: str):
         self.url = url
 
-    def invoke(self, body: bytes, content_type: str, accept: str) -> Reply:
-        status, payload = post(self.url, body, content_type, accept)
+    def invoke(self, body: bytes, content_type: str, accept: str,
+               inference_id: str | None = None) -> Reply:
+        status, payload = post(self.url, body, content_type, accept, inference_id=inference_id)
         return Reply(status, payload, 400 <= status < 500)
 
 
-def post(url: str, body: bytes, content_type: str | None, accept: str | None, timeout=60):
+def post(url: str, body: bytes, content_type: str | None, accept: str | None, timeout=60,
+         inference_id: str | None = None):
     """POST to `<url>/invocations`; returns (HTTP status, response body) for any status."""
     headers = {"Content-Type": content_type} if content_type else {}
     if accept:
         headers["Accept"] = accept
+    if inference_id:
+        headers["X-Amzn-SageMaker-Inference-Id"] = inference_id
     request = urllib.request.Request(f"{url}/invocations", data=body, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as reply:
@@ -100,10 +127,13 @@ class SageMakerTransport:
         self.client = client
         self.endpoint_name = endpoint_name
 
-    def invoke(self, body: bytes, content_type: str, accept: str) -> Reply:
+    def invoke(self, body: bytes, content_type: str, accept: str,
+               inference_id: str | None = None) -> Reply:
+        marked = {"InferenceId": inference_id} if inference_id else {}
         try:
             response = self.client.invoke_endpoint(
-                EndpointName=self.endpoint_name, Body=body, ContentType=content_type, Accept=accept
+                EndpointName=self.endpoint_name, Body=body, ContentType=content_type,
+                Accept=accept, **marked
             )
         except ParamValidationError as err:  # botocore refuses it before sending
             return Reply(400, str(err).encode(), True)
@@ -272,9 +302,14 @@ def run_checks(
     p95_ms: float = DEFAULT_P95_MS,
     latency_requests: int = 50,
 ) -> GateResult:
-    """Every check of the gate against one endpoint."""
+    """Every check of the gate against one endpoint, each request marked as a probe."""
+    transport = Probes(transport)
     result = GateResult()
-    single = data.csv(data.rows[:1])
+    cases = bad_requests(data)
+    # One-row probes on different held-out rows: the latency requests, then the valid
+    # request after each refusal.
+    singles = [data.csv([data.rows[i % len(data.rows)]])
+               for i in range(latency_requests + len(cases))]
     batch_predictions: list[float] = []
 
     def format_check(name, body, content_type, accept, count):
@@ -295,12 +330,14 @@ def run_checks(
     format_check("json objects -> json", data.json(as_objects=True), JSON, JSON, count)
     format_check("csv batch -> json", data.csv(), CSV, JSON, count)
     result.checks.append(_guarded("rmse", lambda: _rmse_check(batch_predictions, data, rmse_bound)))
+    latency = singles[:latency_requests]
     result.checks.append(
-        _guarded("p95 latency", lambda: _latency_check(transport, single, latency_requests, p95_ms))
+        _guarded("p95 latency", lambda: _latency_check(transport, latency, p95_ms))
     )
-    for case, body, content_type, accept in bad_requests(data):
+    for (case, body, content_type, accept), valid in zip(cases, singles[latency_requests:],
+                                                          strict=True):
         name = f"refuses {case}"
-        check = partial(_refusal_check, transport, name, body, content_type, accept, single)
+        check = partial(_refusal_check, transport, name, body, content_type, accept, valid)
         result.checks.append(_guarded(name, check))
     return result
 
@@ -313,9 +350,9 @@ def _rmse_check(predictions: list[float], data: TestRows, bound: float) -> Check
     return Check("rmse", rmse <= bound, f"rmse {rmse:.4f} on {len(errors)} rows, bound {bound:.4f}")
 
 
-def _latency_check(transport: Transport, body: bytes, requests: int, bound_ms: float) -> Check:
-    latencies = []
-    for _ in range(requests):
+def _latency_check(transport: Transport, bodies: list[bytes], bound_ms: float) -> Check:
+    latencies, requests = [], len(bodies)
+    for body in bodies:
         reply, elapsed = _timed(transport, body, CSV, CSV)
         parse_predictions(reply, CSV, 1)
         latencies.append(elapsed)

@@ -230,12 +230,14 @@ def build_model_dir(model_dir: Path) -> tuple[Path, Path, float]:
     return model_dir, test_csv, float(np.sqrt(np.mean(errors**2)))
 
 
-def captured(state: Path, destination: str) -> list[tuple[Path, dict]]:
-    """Every data capture record under `destination` in the state's store, with its file."""
+def captured(state: Path, destination: str, folder: str = "AllTraffic"
+             ) -> list[tuple[Path, dict]]:
+    """Every data capture record under `destination` in the state's store, with its file
+    (`folder="refused"`: the records of refused requests)."""
     base = LocalStore(state / "s3").path(destination)
     return [
         (path, json.loads(line))
-        for path in sorted(base.rglob("*.jsonl"))
+        for path in sorted(base.rglob("*.jsonl")) if folder in path.parts
         for line in path.read_text().splitlines()
     ]
 

@@ -6,6 +6,12 @@ destination is `<capture root>/v<model version>` (`mlops_core.names.capture_uri`
 
 Each writer (one per worker process) writes its own files, named with its pid, as SageMaker
 writes one set of files per instance: no two processes ever append to the same file.
+
+Refused requests are not captured (SageMaker captures only answered ones) but counted: the
+`RefusalLog` beside each writer appends one record per refused request to
+`<destination>/<endpoint name>/refused/YYYY/MM/DD/HH/<file>.jsonl` with the time, the
+InferenceId, the rows of the request and its problems counted by reason, feature and value;
+the first SAMPLES_PER_HOUR records of an hour (per worker) also keep the payload, truncated.
 """
 
 from __future__ import annotations
@@ -23,6 +29,11 @@ from mlops_core.names import VARIANT
 from mlops_local.store import LocalStore
 
 TEXT_ENCODINGS = {"text/csv": "CSV", "application/json": "JSON"}
+REFUSED = "refused"
+SAMPLES_PER_HOUR = 100
+SAMPLE_BYTES = 2048
+MAX_GROUPS = 20  # distinct (reason, feature, value) counted per record; the rest as "other"
+VALUE_CHARS = 100
 
 
 def _payload(body: bytes, content_type: str, mode: str) -> dict:
@@ -59,40 +70,22 @@ def record(
     }
 
 
-class CaptureWriter:
-    """Appends records for one endpoint; safe to call from many request threads.
+class HourlyLines:
+    """Appends JSON lines to one file per hour under `base`; safe from many threads.
 
     Each record is one line written by one `os.write` on an O_APPEND descriptor (no buffer
     to flush), under a lock, so even a killed process leaves only whole lines; a new file
     starts with each hour, so a reader of a closed hour sees every record.
     """
 
-    def __init__(
-        self,
-        destination: str,
-        endpoint_name: str,
-        sampling_percentage: float = 100,
-        store: LocalStore | None = None,
-    ):
-        if not 0 <= sampling_percentage <= 100:
-            raise ValueError(f"sampling percentage must be 0-100, got {sampling_percentage}")
-        self.base = (store or LocalStore()).path(destination) / endpoint_name / VARIANT
-        self.sampling_percentage = sampling_percentage
+    def __init__(self, base: Path):
+        self.base = base
         self._lock = threading.Lock()
         self._hour: str | None = None
         self._fd: int | None = None
 
-    def capture(
-        self, request: bytes, request_type: str, response: bytes, response_type: str,
-        inference_id: str | None = None,
-    ):
-        """Record one successful request, subject to sampling."""
-        if self.sampling_percentage < 100 and random.uniform(0, 100) >= self.sampling_percentage:
-            return
-        when = datetime.now(UTC)
-        line = json.dumps(
-            record(request, request_type, response, response_type, when, inference_id)
-        ).encode() + b"\n"
+    def append(self, document: dict, when: datetime) -> None:
+        line = json.dumps(document).encode() + b"\n"
         with self._lock:
             fd = self._fd_for(when)
             written = os.write(fd, line)
@@ -120,3 +113,86 @@ class CaptureWriter:
         if self._fd is not None:
             os.close(self._fd)
             self._fd, self._hour = None, None
+
+
+class CaptureWriter(HourlyLines):
+    """Appends capture records for one endpoint (`<destination>/<endpoint>/AllTraffic`)."""
+
+    def __init__(
+        self,
+        destination: str,
+        endpoint_name: str,
+        sampling_percentage: float = 100,
+        store: LocalStore | None = None,
+    ):
+        if not 0 <= sampling_percentage <= 100:
+            raise ValueError(f"sampling percentage must be 0-100, got {sampling_percentage}")
+        root = (store or LocalStore()).path(destination) / endpoint_name
+        super().__init__(root / VARIANT)
+        self.refusals = RefusalLog(root / REFUSED)
+        self.sampling_percentage = sampling_percentage
+
+    def capture(
+        self, request: bytes, request_type: str, response: bytes, response_type: str,
+        inference_id: str | None = None,
+    ):
+        """Record one successful request, subject to sampling."""
+        if self.sampling_percentage < 100 and random.uniform(0, 100) >= self.sampling_percentage:
+            return
+        when = datetime.now(UTC)
+        self.append(record(request, request_type, response, response_type, when, inference_id),
+                    when)
+
+    def close(self):
+        super().close()
+        self.refusals.close()
+
+
+def problem_counts(problems) -> list[dict]:
+    """A refusal's row problems counted by (reason, feature, value), most rows first; past
+    MAX_GROUPS groups the rest are counted as one group of value None, reason "other"."""
+    rows: dict[tuple, set] = {}
+    for problem in problems:
+        value = problem.value if problem.feature is not None else None
+        if isinstance(value, str):
+            value = value[:VALUE_CHARS]
+        rows.setdefault((problem.reason, problem.feature, value), set()).add(problem.row)
+    ordered = sorted(rows.items(), key=lambda item: -len(item[1]))
+    groups = [{"reason": reason, "feature": feature, "value": value, "rows": len(numbers)}
+              for (reason, feature, value), numbers in ordered[:MAX_GROUPS]]
+    rest = set().union(*(numbers for _, numbers in ordered[MAX_GROUPS:]))
+    if rest:
+        groups.append({"reason": "other", "feature": None, "value": None, "rows": len(rest)})
+    return groups
+
+
+class RefusalLog(HourlyLines):
+    """One record per refused request; the payload kept for SAMPLES_PER_HOUR of them an hour."""
+
+    def __init__(self, base: Path):
+        super().__init__(base)
+        self._sampled: dict[str, int] = {}
+
+    def refused(self, error: ValueError, request: bytes, request_type: str,
+                inference_id: str | None = None) -> None:
+        problems = getattr(error, "problems", None) or []
+        first = problems[0] if problems else None
+        when = datetime.now(UTC)
+        document = {
+            "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "inferenceId": inference_id,
+            "reason": first.reason if first else getattr(error, "reason", "bad request"),
+            "feature": first.feature if first else None,
+            "value": first.value if first else None,
+            "rows": int(getattr(error, "rows", 0) or 0),
+            "badRows": len({p.row for p in problems}),
+            "problems": problem_counts(problems),
+            "message": str(error)[:SAMPLE_BYTES],
+        }
+        hour = when.strftime("%Y%m%d%H")
+        with self._lock:
+            sampled = self._sampled = {hour: self._sampled.get(hour, 0) + 1}
+        if sampled[hour] <= SAMPLES_PER_HOUR:
+            document["payload"] = _payload(request[:SAMPLE_BYTES], request_type, "INPUT")
+            document["payloadBytes"] = len(request)
+        self.append(document, when)

@@ -3,7 +3,8 @@
 `GET /ping` answers 200 once the model is loaded; `POST /invocations` runs the model's own
 serving code (`<model dir>/code/$SAGEMAKER_PROGRAM`, imported by path as the scikit-learn
 container does) and answers its output, or a 4xx JSON message naming what is wrong with the
-request; a 5xx means the model failed. Successful requests are written to data capture.
+request; a 5xx means the model failed. Successful requests are written to data capture;
+requests the serving code refuses are counted beside it (`capture.RefusalLog`).
 
 Requests are framed strictly (issue 16): the body is exactly Content-Length bytes, and
 chunked bodies, conflicting or malformed lengths, short bodies and stalled clients are
@@ -111,8 +112,14 @@ def load_handlers(model_dir: Path) -> ModuleType:
     return module
 
 
-def error_body(message: str) -> bytes:
-    return json.dumps({"message": message}).encode()
+def error_body(message: str, problems=()) -> bytes:
+    """A refusal's JSON answer; the serving code's row problems, if it lists them, as
+    `problems` (every bad row, so a client can say which rows to fix)."""
+    document = {"message": message}
+    if problems:
+        document["problems"] = [{"row": p.row, "reason": p.reason, "feature": p.feature,
+                                 "value": p.value} for p in problems]
+    return json.dumps(document, default=repr).encode()
 
 
 class Endpoint:
@@ -138,7 +145,7 @@ class Endpoint:
         try:
             data = self.handlers.input_fn(body, content_type)
         except (ValueError, RecursionError) as err:
-            return _refusal(err)
+            return self._refusal(err, body, content_type, inference_id)
         except Exception as err:
             return self._failure(err)
         try:
@@ -146,7 +153,7 @@ class Endpoint:
             answer = self.handlers.output_fn(prediction, accept)
         except ValueError as err:
             if 400 <= getattr(err, "http_status", 500) < 500:
-                return _refusal(err)
+                return self._refusal(err, body, content_type, inference_id)
             return self._failure(err)
         except Exception as err:
             return self._failure(err)
@@ -156,6 +163,12 @@ class Endpoint:
         if self.capture is not None:
             self.capture.capture(body, content_type or "", payload, answer_type, inference_id)
         return 200, payload, answer_type
+
+    def _refusal(self, err: ValueError | RecursionError, body: bytes, content_type: str | None,
+                 inference_id: str | None):
+        if self.capture is not None:
+            self.capture.refusals.refused(err, body, content_type or "", inference_id)
+        return _refusal(err)
 
     def _failure(self, err: Exception):
         with self._lock:
@@ -171,7 +184,8 @@ def _refusal(err: ValueError | RecursionError):
     if isinstance(err, RecursionError):
         return 400, error_body(f"request body is nested too deeply to parse: {err}"), JSON_TYPE
     status = getattr(err, "http_status", 400)
-    return (status if 400 <= status < 500 else 400), error_body(str(err)), JSON_TYPE
+    return ((status if 400 <= status < 500 else 400),
+            error_body(str(err), getattr(err, "problems", None) or ()), JSON_TYPE)
 
 
 @dataclass(frozen=True)

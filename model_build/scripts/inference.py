@@ -9,7 +9,11 @@ Requests carry raw feature rows in schema order:
 Answers are `text/csv` (one prediction per line) or `application/json` (`{"predictions": [...]}`).
 
 Bad input raises `BadRequest` (a ValueError) whose message names the problem; its
-`http_status` says which HTTP status the serving layer should answer with.
+`http_status` says which HTTP status the serving layer should answer with. A request with one
+bad row is refused whole, as SageMaker does, but every row is checked first: `problems` lists
+every bad row (`RowProblem`), the message names the first and how many rows are bad. Each
+refusal is logged as one JSON line `{"event": "MLOPS_REFUSAL", ...}` on stderr, which the
+endpoint's CloudWatch log group turns into metrics (cloudformation/endpoint.yml).
 
 The lean path: `model_fn` reads the fitted feature step of the Pipeline (one-hot encoders,
 scalers, pass-through) into arrays, so a request's checked columns become the estimator's
@@ -24,6 +28,7 @@ contract shipped beside it in `code/`.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import sys
@@ -44,16 +49,67 @@ JSON = "application/json"
 SUPPORTED = (CSV, JSON)
 
 
+REFUSAL_EVENT = "MLOPS_REFUSAL"
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """One bad row: its number (from 1), why ("unknown category", "wrong column count", "not a
+    number", "not a finite number", "missing value", "wrong features", "not a row"), the
+    feature and the cell's value (None when the problem is the row's shape)."""
+
+    row: int
+    reason: str
+    feature: str | None
+    value: object
+    message: str
+
+
 class BadRequest(ValueError):
     http_status = 400
+    reason = "malformed request"
+
+    def __init__(self, message: str, problems: list[RowProblem] | None = None, rows: int = 0):
+        super().__init__(message)
+        self.problems = problems or []
+        self.rows = rows  # rows in the refused request, when they could be read
+
+    @classmethod
+    def of_rows(cls, problems: list[RowProblem], rows: int) -> BadRequest:
+        """The refusal of a request of `rows` rows with these (sorted) problems."""
+        first, bad = problems[0], len({p.row for p in problems})
+        more = f" ({bad} of {rows} rows are bad)" if len(problems) > 1 else ""
+        return cls(first.message + more, problems, rows)
+
+    def event(self) -> dict:
+        """The refusal's log event: the first problem's reason and feature, and the count."""
+        first = self.problems[0] if self.problems else None
+        return {"event": REFUSAL_EVENT, "reason": first.reason if first else self.reason,
+                "feature": first.feature if first else None, "rows": self.rows,
+                "bad_rows": len({p.row for p in self.problems})}
 
 
 class UnsupportedContentType(BadRequest):
     http_status = 415
+    reason = "unsupported content type"
 
 
 class UnsupportedAccept(BadRequest):
     http_status = 406
+    reason = "unsupported accept"
+
+
+def _logged(handler):
+    """Log each refusal of `handler` as one MLOPS_REFUSAL line on stderr."""
+    @functools.wraps(handler)
+    def logged(*args):
+        try:
+            return handler(*args)
+        except BadRequest as err:
+            print(json.dumps(err.event()), file=sys.stderr, flush=True)
+            raise
+
+    return logged
 
 
 @dataclass(frozen=True)
@@ -169,6 +225,7 @@ def media_type(header) -> str:
     return (header or "").split(";")[0].strip().lower()
 
 
+@_logged
 def input_fn(request_body, request_content_type):
     content_type = media_type(request_content_type)
     if content_type not in SUPPORTED:
@@ -202,6 +259,7 @@ def _json_instances(text: str) -> list:
     return instances
 
 
+@_logged
 def predict_fn(input_data, model):
     columns = checked_columns(input_data.rows, model)
     if model.lean is not None:
@@ -210,62 +268,88 @@ def predict_fn(input_data, model):
 
 
 def checked_columns(rows: list, model: ServingModel) -> dict:
-    """Check every row against the schema; each feature's column (floats or category values)."""
-    lists = [_as_list(row, number, model.features) for number, row in enumerate(rows, start=1)]
+    """Check every row against the schema; each feature's column (floats or category values),
+    or BadRequest listing every bad row."""
+    problems, lists = [], []
+    for number, row in enumerate(rows, start=1):
+        cells = _as_list(row, number, model.features, problems)
+        lists.append(cells if cells is not None else [None] * len(model.features))
+    misshaped = {p.row for p in problems}  # their cells are not checked
     columns = {}
     for index, name in enumerate(model.features):
         cells = [row[index] for row in lists]
-        if name in model.categories:
-            columns[name] = _categorical(name, cells, model.categories[name])
-        else:
-            columns[name] = _numeric(name, cells)
+        check = _categorical if name in model.categories else _numeric
+        columns[name] = check(name, cells, model.categories.get(name), problems, misshaped)
+    if problems:
+        problems.sort(key=lambda p: (p.row, p.feature is not None))
+        raise BadRequest.of_rows(problems, len(rows))
     return columns
 
 
-def _as_list(row, number: int, features: tuple[str, ...]) -> list:
+def _as_list(row, number: int, features: tuple[str, ...], problems: list) -> list | None:
     if isinstance(row, dict):
         missing = [name for name in features if name not in row]
         unknown = [key for key in row if key not in features]
         if missing or unknown:
-            raise BadRequest(
+            problems.append(RowProblem(
+                number, "wrong features", None, None,
                 f"row {number}: missing features {missing}, unknown features {unknown}; "
-                f"expected {list(features)}"
-            )
+                f"expected {list(features)}"))
+            return None
         return [row[name] for name in features]
     if not isinstance(row, list):
-        raise BadRequest(f"row {number} is neither a list nor an object: {row!r}")
+        problems.append(RowProblem(number, "not a row", None, None,
+                                   f"row {number} is neither a list nor an object: {row!r}"))
+        return None
     if len(row) != len(features):
-        raise BadRequest(
+        problems.append(RowProblem(
+            number, "wrong column count", None, len(row),
             f"row {number}: expected {len(features)} columns {list(features)}, "
-            f"got {len(row)}: {row!r}"
-        )
+            f"got {len(row)}: {row!r}"))
+        return None
     return row
 
 
-def _numeric(name: str, cells: list) -> np.ndarray:
-    try:
-        values = np.array(cells, dtype=float)  # the fast path: every cell a number
-    except (TypeError, ValueError, OverflowError):
-        values = None
+def _cell_problem(number: int, name: str, cell, err: contract.ContractError) -> RowProblem:
+    reason = str(err).split(";")[0].removeprefix("a ").removeprefix("an ")
+    value = cell if cell is None or isinstance(cell, str | int | float) else repr(cell)
+    return RowProblem(number, reason, name, value,
+                      f"row {number}, column '{name}': {cell!r} is {err}")
+
+
+def _numeric(name: str, cells: list, _allowed, problems: list, misshaped: set) -> np.ndarray:
+    values = None
+    if not misshaped:
+        try:
+            values = np.array(cells, dtype=float)  # the fast path: every cell a number
+        except (TypeError, ValueError, OverflowError):
+            pass
     if values is None or not np.all(np.isfinite(values)):
         for number, cell in enumerate(cells, start=1):
+            if number in misshaped:
+                continue
             try:
                 contract.to_number(cell)
             except contract.ContractError as err:
-                raise BadRequest(f"row {number}, column '{name}': {cell!r} is {err}") from None
+                problems.append(_cell_problem(number, name, cell, err))
     return values
 
 
-def _categorical(name: str, cells: list, allowed: tuple[str, ...]) -> list:
+def _categorical(name: str, cells: list, allowed: tuple[str, ...], problems: list,
+                 misshaped: set) -> list:
     values = []
     for number, cell in enumerate(cells, start=1):
+        if number in misshaped:
+            values.append(None)
+            continue
         try:
             values.append(contract.to_category(cell, allowed))
         except contract.ContractError as err:
-            raise BadRequest(f"row {number}, column '{name}': {cell!r} is {err}") from None
+            problems.append(_cell_problem(number, name, cell, err))
     return values
 
 
+@_logged
 def output_fn(prediction, accept):
     """Serialise predictions; returns (body, content type) as the container expects."""
     wanted = _accepted(accept)

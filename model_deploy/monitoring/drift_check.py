@@ -7,6 +7,12 @@ compares the feature columns with the baseline's `statistics.json` and `constrai
 writes Model Monitor's `constraint_violations.json`, plus `drift_metrics.json` (the numbers)
 and `report.html`.
 
+Beside the traffic the endpoint answered it counts the traffic it refused (the local endpoint's
+`<endpoint>/refused/` records: an unknown category, a wrong column count, ...), which a
+comparison of the answered traffic cannot see; above `max_refused_share` of the rows the check
+reports a violation. Requests the staging gate sent (InferenceId `mlops-gate-...`) are probes,
+not users' traffic: they are left out and counted.
+
 Imports only the standard library, numpy and pandas (boto3 only in `main`), so it runs in the
 SageMaker scikit-learn container.
 """
@@ -38,7 +44,10 @@ else:  # run as a script (the Processing job): report.py and contract.py sit bes
     import contract
     from report import render_report
 
-KS_ALPHA = 0.01  # significance of the "Robust" comparison's sampling allowance
+KS_ALPHA = 0.01  # significance of the "Robust" comparison's allowance, over all features
+PROBE_PREFIX = "mlops-gate-"  # InferenceId of the staging gate's requests
+REFUSED_FOLDER = "refused"
+DEFAULT_MAX_REFUSED_SHARE = 0.05
 PLOT_POINTS = 200
 HOUR_FOLDER = re.compile(r"(\d{4})/(\d{2})/(\d{2})/(\d{2})/[^/]+$")
 VERSION_SEGMENT = re.compile(r"(?:^|/)v(\d+)/?$")
@@ -140,6 +149,7 @@ class Capture:
     invalid_lines: int = 0
     invalid_bodies: int = 0
     outside_window: int = 0
+    probes: int = 0
     first_time: str | None = None
     last_time: str | None = None
     examples: list[str] = field(default_factory=list)
@@ -195,24 +205,55 @@ def _instance_row(instance) -> list[str]:
     raise ValueError(f"instance {instance!r} is neither a list nor an object")
 
 
-def read_capture(source, keys: list[str], window: Window) -> Capture:
-    """Every request row captured in the window, with counts of what could not be read."""
+def is_probe(inference_id) -> bool:
+    return isinstance(inference_id, str) and inference_id.startswith(PROBE_PREFIX)
+
+
+def is_refusal_key(key: str) -> bool:
+    return REFUSED_FOLDER in key.split("/")[:-1]
+
+
+def _records(lines: list[str]) -> list:
+    """Each line's JSON value, None where a line is not JSON; a file of whole lines is parsed
+    by one json.loads, a third faster than one per line."""
+    try:
+        records = json.loads(f"[{','.join(lines)}]")
+        if len(records) == len(lines):  # else a line held more than one value: "1, 2"
+            return records
+    except ValueError:
+        pass
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            records.append(None)
+    return records
+
+
+def read_capture(source, keys: list[str], window: Window, include_probes: bool = False
+                 ) -> Capture:
+    """Every request row captured in the window (the gate's probes left out and counted),
+    with counts of what could not be read."""
     keys = files_in_window(keys, window)
     capture = Capture(rows=[], files=len(keys))
     times, payloads = [], []
     for key in keys:
-        for line in source.read(key).splitlines():
-            if not line.strip():
-                continue
+        lines = [line for line in source.read(key).splitlines() if line.strip()]
+        for line, record in zip(lines, _records(lines), strict=True):
             capture.lines += 1
             try:
-                record = json.loads(line)
+                if record is None:
+                    raise ValueError(line)
                 payload = record["captureData"]["endpointInput"]
                 moment = record["eventMetadata"]["inferenceTime"]
             except (ValueError, KeyError, TypeError):
                 capture.invalid_lines += 1
                 if len(capture.examples) < 3:
                     capture.examples.append(f"{key}: {line[:80]}")
+                continue
+            if not include_probes and is_probe(record["eventMetadata"].get("inferenceId")):
+                capture.probes += 1
                 continue
             payloads.append(payload)
             times.append(moment)
@@ -232,8 +273,12 @@ def read_capture(source, keys: list[str], window: Window) -> Capture:
     capture.outside_window = int(timed.sum() - inside.sum())
     csv_bodies = []
     for index in np.flatnonzero(inside.to_numpy()):
+        payload = payloads[index]
+        if payload.get("encoding") == "CSV" and payload.get("observedContentType") == "text/csv":
+            csv_bodies.append(str(payload["data"]))  # the endpoint's usual record, in short
+            continue
         try:
-            is_csv, content = _body(payloads[index])
+            is_csv, content = _body(payload)
         except (ValueError, KeyError, TypeError, binascii.Error):
             capture.invalid_bodies += 1
             continue
@@ -246,6 +291,58 @@ def read_capture(source, keys: list[str], window: Window) -> Capture:
     return capture
 
 
+@dataclass
+class Refusals:
+    """Refused requests in the window: how many, their rows, and bad rows by problem."""
+
+    requests: int = 0
+    rows: int = 0
+    probes: int = 0
+    problems: dict = field(default_factory=dict)  # (reason, feature, value) -> bad rows
+
+    def lines(self, total_rows: int) -> list[str]:
+        """One sentence per problem, most rows first, with its share of all rows sent."""
+        ordered = sorted(self.problems.items(), key=lambda item: -item[1])
+        return [_problem_line(*problem, rows, total_rows) for problem, rows in ordered]
+
+
+def _problem_line(reason: str, feature, value, rows: int, total: int) -> str:
+    share = f"{rows} of {total} rows ({rows / max(total, 1):.0%})"
+    if reason == "unknown category":
+        return f"{feature}: {share} carried {value!r}, not a category of the schema"
+    if feature is None:
+        detail = f" ({value} columns)" if reason == "wrong column count" and value else ""
+        return f"{share}: {reason}{detail}"
+    return f"{feature}: {share} {reason}" + (f" ({value!r})" if value is not None else "")
+
+
+def read_refusals(source, keys: list[str], window: Window, include_probes: bool = False
+                  ) -> Refusals:
+    """The refusal records (one per refused request) in the window."""
+    refusals = Refusals()
+    for key in files_in_window(keys, window):
+        for line in source.read(key).splitlines():
+            try:
+                record = json.loads(line)
+                moment = parse_time(record["time"])
+                rows, problems = int(record["rows"]), record["problems"]
+            except (ValueError, KeyError, TypeError, DriftCheckError):
+                continue  # a refusal record that cannot be read counts for nothing
+            if (window.start and moment < window.start) or (window.end and moment >= window.end):
+                continue
+            if not include_probes and is_probe(record.get("inferenceId")):
+                refusals.probes += 1
+                continue
+            refusals.requests += 1
+            refusals.rows += rows
+            for problem in problems:
+                value = problem.get("value")
+                group = (str(problem.get("reason")), problem.get("feature"),
+                         value if isinstance(value, str | int | float) else None)
+                refusals.problems[group] = refusals.problems.get(group, 0) + int(problem["rows"])
+    return refusals
+
+
 def check_version(source, model_version: int | None) -> None:
     """Traffic of one model version is only ever compared with that version's baseline."""
     match = VERSION_SEGMENT.search(source.name)
@@ -256,10 +353,17 @@ def check_version(source, model_version: int | None) -> None:
         )
 
 
-def load_traffic(source, window: Window, model_version: int | None = None) -> Capture:
-    """Read the window's capture, or fail with the reason there is nothing to check."""
+def load_traffic(source, window: Window, model_version: int | None = None,
+                 include_probes: bool = False) -> tuple[Capture, Refusals]:
+    """Read the window's capture and refusals, or fail with the reason there is nothing to
+    check (traffic that was all refused is something to check)."""
     check_version(source, model_version)
     keys = source.keys()
+    refusals = read_refusals(source, [k for k in keys if is_refusal_key(k)], window,
+                             include_probes)
+    keys = [k for k in keys if not is_refusal_key(k)]
+    if refusals.requests:
+        return read_capture(source, keys, window, include_probes), refusals
     if not keys:
         others = source.sibling_versions()
         if others:
@@ -270,7 +374,7 @@ def load_traffic(source, window: Window, model_version: int | None = None) -> Ca
                 "not compared with this version's baseline"
             )
         raise DriftCheckError(f"no capture files under {source.name}")
-    capture = read_capture(source, keys, window)
+    capture = read_capture(source, keys, window, include_probes)
     if capture.lines and capture.invalid_lines == capture.lines:
         raise DriftCheckError(
             f"all {capture.lines} capture lines under {source.name} are invalid JSON or not "
@@ -284,10 +388,12 @@ def load_traffic(source, window: Window, model_version: int | None = None) -> Ca
     if not capture.rows:
         seen = (f"; {capture.outside_window} records fall outside it, captured from "
                 f"{capture.first_time} to {capture.last_time}") if capture.outside_window else ""
+        probes = (f"; the {capture.probes} records of the staging gate's probes are left out"
+                  if capture.probes else "")
         raise DriftCheckError(
-            f"no captured records {window.describe()} under {source.name}{seen}"
+            f"no captured records {window.describe()} under {source.name}{seen}{probes}"
         )
-    return capture
+    return capture, refusals
 
 
 # ---------------------------------------------------------------------------- baseline
@@ -349,9 +455,9 @@ class FeatureCheck:
     plot: dict = field(default_factory=dict)
 
 
-def ks_allowance(n_baseline: float, n_current: int) -> float:
-    """The CDF distance two samples of these sizes reach by chance at KS_ALPHA (two-sample KS)."""
-    c_alpha = math.sqrt(-math.log(KS_ALPHA / 2) / 2)
+def ks_allowance(n_baseline: float, n_current: int, alpha: float = KS_ALPHA) -> float:
+    """The CDF distance two samples of these sizes reach by chance at `alpha` (two-sample KS)."""
+    c_alpha = math.sqrt(-math.log(alpha / 2) / 2)
     return c_alpha * math.sqrt((n_baseline + n_current) / (n_baseline * n_current))
 
 
@@ -386,11 +492,39 @@ def _pct(value: float) -> str:
     return f"{value * 100:.1f}%"
 
 
+@dataclass(frozen=True)
+class Cells:
+    """A column as its distinct cells and each cell's index into them, so the contract's
+    per-cell functions run once per distinct value (traffic repeats its values)."""
+
+    distinct: pd.Series
+    codes: np.ndarray
+
+    @classmethod
+    def of(cls, cells: pd.Series) -> Cells:
+        codes, distinct = pd.factorize(cells.to_numpy(dtype=object), use_na_sentinel=False)
+        return cls(pd.Series(distinct, dtype=object), codes)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def keep(self, distinct_mask: np.ndarray) -> Cells:
+        """The cells whose distinct value the mask keeps."""
+        return Cells(self.distinct, self.codes[np.asarray(distinct_mask)[self.codes]])
+
+    def each(self, distinct_values) -> np.ndarray:
+        """Per cell, the value computed for its distinct value."""
+        return np.asarray(distinct_values)[self.codes]
+
+
 class Comparison:
     """Checks the columns of the captured rows against one baseline; collects violations."""
 
-    def __init__(self, baseline: Baseline):
+    def __init__(self, baseline: Baseline, compared: int = 1):
         self.baseline = baseline
+        # KS_ALPHA for the whole check, not per feature: one of ten features reaching the
+        # allowance by chance would otherwise call drift on one window in ten (Bonferroni).
+        self.alpha = KS_ALPHA / max(1, compared)
         self.violations: list[dict] = []
         distribution = baseline.config.get("distribution_constraints", {})
         self.compare = distribution.get("perform_comparison", "Enabled") == "Enabled"
@@ -408,14 +542,14 @@ class Comparison:
     def threshold(self, configured: float, n_baseline: float, n_current: int) -> float:
         if not self.robust:
             return configured
-        return max(configured, ks_allowance(n_baseline, n_current))
+        return max(configured, ks_allowance(n_baseline, n_current, self.alpha))
 
     def feature(self, name: str, cells: pd.Series) -> FeatureCheck:
         stats = self.baseline.feature_statistics(name)
         limits = self.baseline.feature_constraints(name)
         overrides = limits.get("monitoringConfigOverrides") or {}
-        cells = cells.str.strip()
-        present = cells[~contract.missing_mask(cells)]
+        column = Cells.of(cells)
+        present = column.keep(~contract.missing_mask(column.distinct))
         completeness = len(present) / len(cells)
         expected = float(limits.get("completeness", 0.0))
         if completeness < expected - 1e-9:
@@ -442,10 +576,10 @@ class Comparison:
         # A threshold widened beyond the configured one means too few records to see that drift.
         return "inconclusive" if threshold > configured else "ok"
 
-    def _numeric(self, name, stats, overrides, present) -> FeatureCheck:
+    def _numeric(self, name, stats, overrides, present: Cells) -> FeatureCheck:
         numeric = stats["numerical_statistics"]
         inferred = stats["inferred_type"]
-        values = contract.numbers(present)
+        values = present.each(contract.numbers(present.distinct))
         matches = ~np.isnan(values)
         if inferred == "Integral":
             matches &= np.mod(np.nan_to_num(values), 1) == 0
@@ -472,13 +606,16 @@ class Comparison:
                             "Robust" if self.robust else "Simple", verdict, [], 0.0,
                             len(numbers), plot)
 
-    def _categorical(self, name, stats, limits, overrides, present) -> FeatureCheck:
+    def _categorical(self, name, stats, limits, overrides, present: Cells) -> FeatureCheck:
         strings = stats["string_statistics"]
         counts = {b["value"]: float(b["count"])
                   for b in strings["distribution"]["categorical"]["buckets"]}
         domain = set((limits.get("string_constraints") or {}).get("domains", counts))
-        present = contract.categories_of(present, domain)  # 2, 2.0 and "2.0" are one value
-        unknown = present[~present.isin(domain)]
+        meant = contract.categories_of(present.distinct, domain)  # 2, 2.0, "2.0": one value
+        outside = ~meant.isin(domain).to_numpy()
+        meant[outside] = meant[outside].str.strip()  # " U" and "U" are one unknown value
+        present, outside = pd.Series(present.each(meant), dtype=object), present.each(outside)
+        unknown = present[outside]
         allowed = float(self.baseline.config.get("domain_content_threshold", 0.1))
         if len(present) and len(unknown) / len(present) > allowed:
             examples = ", ".join(repr(v) for v in unknown.value_counts().index[:3])
@@ -536,6 +673,7 @@ class DriftResult:
     counts: dict
     window: dict
     output_dir: Path | None = None
+    refusals: list[str] = field(default_factory=list)  # one sentence per refusal problem
 
     @property
     def report_path(self) -> Path | None:
@@ -547,7 +685,7 @@ def overall_verdict(features: list[FeatureCheck], violations: list[dict]) -> str
         return "drift"
     if violations:
         return "violations"
-    if any(f.verdict != "ok" for f in features):
+    if not features or any(f.verdict != "ok" for f in features):
         return "inconclusive"
     return "no drift"
 
@@ -559,7 +697,7 @@ def drift_metrics(result: DriftResult) -> dict:
         entry.pop("plot")
         features.append(entry)
     return {"verdict": result.verdict, "window": result.window, "records": result.counts,
-            "features": features}
+            "features": features, "refusals": result.refusals}
 
 
 def metric_data(result: DriftResult) -> list[dict]:
@@ -572,6 +710,8 @@ def metric_data(result: DriftResult) -> list[dict]:
         data.append({"MetricName": f"feature_non_null_{check.name}",
                      "Value": check.completeness, "Unit": "None"})
     data.append({"MetricName": "constraint_violations", "Value": float(len(result.violations)),
+                 "Unit": "Count"})
+    data.append({"MetricName": "refused_rows", "Value": float(result.counts["refused_rows"]),
                  "Unit": "Count"})
     return data
 
@@ -591,6 +731,8 @@ def run(
     model_version: int | None = None,
     feature_names: list[str] | None = None,
     metrics_sink: MetricSink | None = None,
+    max_refused_share: float = DEFAULT_MAX_REFUSED_SHARE,
+    include_probes: bool = False,
 ) -> DriftResult:
     """Check the window's traffic; write the outputs to output_dir and emit the metrics."""
     window = window or Window()
@@ -599,20 +741,32 @@ def run(
     unknown = [n for n in names if n not in baseline.names]
     if unknown:
         raise DriftCheckError(f"features {unknown} are not in the baseline {baseline.names}")
-    capture = load_traffic(source, window, model_version)
-    comparison = Comparison(baseline)
-    rows = comparison.column_counts(capture.rows, names)
-    frame = pd.DataFrame(rows, columns=names, dtype=object)
-    features = [comparison.feature(name, frame[name]) for name in names]
+    capture, refusals = load_traffic(source, window, model_version, include_probes)
+    comparison = Comparison(baseline, len(names))
+    features, rows = [], []
+    if capture.rows:
+        rows = comparison.column_counts(capture.rows, names)
+        frame = pd.DataFrame(rows, columns=names, dtype=object)
+        features = [comparison.feature(name, frame[name]) for name in names]
+    total = len(capture.rows) + refusals.rows
+    lines = refusals.lines(total)
+    if refusals.rows > max_refused_share * total:
+        worst = max(refusals.problems, key=refusals.problems.get, default=(None, None, None))
+        comparison.violate(worst[1] or "*", "refused_requests_check",
+                           f"{refusals.rows} of {total} rows ({refusals.rows / total:.1%}) came "
+                           f"in {refusals.requests} refused requests, more than the "
+                           f"{max_refused_share:.1%} allowed: {'; '.join(lines[:3])}")
     counts = {"files": capture.files, "lines": capture.lines,
               "invalid_lines": capture.invalid_lines, "invalid_bodies": capture.invalid_bodies,
               "outside_window": capture.outside_window, "rows": len(capture.rows),
-              "rows_checked": len(rows), "invalid_examples": capture.examples}
+              "rows_checked": len(rows), "invalid_examples": capture.examples,
+              "probes": capture.probes + refusals.probes,
+              "refused_requests": refusals.requests, "refused_rows": refusals.rows}
     window_doc = {"start": window.start.isoformat() if window.start else None,
                   "end": window.end.isoformat() if window.end else None,
                   "source": source.name}
     result = DriftResult(overall_verdict(features, comparison.violations), features,
-                         comparison.violations, counts, window_doc)
+                         comparison.violations, counts, window_doc, refusals=lines)
     if output_dir is not None:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -655,6 +809,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--start", type=parse_time, help="ISO 8601, inclusive")
     parser.add_argument("--end", type=parse_time, help="ISO 8601, exclusive")
     parser.add_argument("--model-version", type=int)
+    parser.add_argument("--max-refused-share", type=float, default=DEFAULT_MAX_REFUSED_SHARE,
+                        help="fail above this share of rows in refused requests")
+    parser.add_argument("--include-probes", action="store_true",
+                        help="check the staging gate's requests (mlops-gate-...) too")
     parser.add_argument("--feature-names", help="comma-separated; default: the baseline's")
     parser.add_argument("--metric-namespace", help="emit CloudWatch metrics to this namespace")
     parser.add_argument("--metric-dimension", action="append", default=[], type=_dimension,
@@ -677,7 +835,8 @@ def main(argv: list[str] | None = None) -> int:
                                 args.metric_dimension) if args.metric_namespace else None)
         names = args.feature_names.split(",") if args.feature_names else None
         result = run(source, args.baseline_statistics, args.baseline_constraints, args.output,
-                     Window(args.start, args.end), args.model_version, names, sink)
+                     Window(args.start, args.end), args.model_version, names, sink,
+                     args.max_refused_share, args.include_probes)
     except DriftCheckError as err:
         message = Path(os.environ.get("MLOPS_OPT_ML", "/opt/ml")) / "output" / "message"
         if message.parent.is_dir():

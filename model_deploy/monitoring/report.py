@@ -112,6 +112,7 @@ def render_report(result) -> str:
     )
     counts = result.counts
     window = result.window
+    refusals = "".join(f"<li>{escape(line)}</li>" for line in result.refusals) or "<li>none</li>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Drift check: {result.verdict}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
@@ -121,7 +122,12 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}svg{{margin:6px}}<
 <p>Capture {escape(str(window['source']))}, window {window['start'] or 'start'} to
 {window['end'] or 'end'}: {counts['rows_checked']} rows checked from {counts['lines']} lines in
 {counts['files']} files; {counts['invalid_lines']} invalid lines, {counts['invalid_bodies']}
-unreadable bodies, {counts['outside_window']} records outside the window.</p>
+unreadable bodies, {counts['outside_window']} records outside the window;
+{counts['probes']} gate probes left out.</p>
+<h2>Refused requests</h2>
+<p>{counts['refused_requests']} requests with {counts['refused_rows']} rows were refused (a request
+with one bad row is refused whole); the bad rows:</p>
+<ul>{refusals}</ul>
 <h2>Features</h2>
 <table><tr><th>feature</th><th>type</th><th>distance</th><th>threshold</th>
 <th>completeness</th><th>values</th><th>distribution</th><th>violations</th></tr>{rows}</table>

@@ -14,7 +14,7 @@ import boto3
 import pandas as pd
 import pytest
 from botocore.response import StreamingBody
-from botocore.stub import Stubber
+from botocore.stub import ANY, Stubber
 
 from mlops_core.names import capture_uri
 from mlops_local.endpoint import EndpointError, invoke, lifecycle, start, status, stop
@@ -84,6 +84,33 @@ def test_bad_requests_get_4xx_naming_the_problem_and_nothing_is_captured(serve, 
     assert {record["captureData"]["endpointInput"]["data"] for _, record in records} == {
         ",".join(row)
     }
+
+
+def test_refused_requests_are_counted_by_reason_and_feature(serve, frame, state, monkeypatch):
+    from mlops_local.endpoint import capture
+
+    monkeypatch.setattr(capture, "SAMPLES_PER_HOUR", 2)
+    server = serve(DESTINATION)
+    row = [str(v) for v in frame.iloc[0, :-1]]
+    rows = [row, ["X", *row[1:]], row[:-1], ["X", *row[1:]], ["Y", *row[1:]]]
+    body = "\n".join(",".join(r) for r in rows).encode()
+    for _ in range(3):
+        status, answer = gate.post(server.url, body, CSV, CSV)
+        assert status == 400
+        assert "(4 of 5 rows are bad)" in json.loads(answer)["message"]
+    assert gate.post(server.url, b"", CSV, CSV)[0] == 400
+    refused = [record for _, record in captured(state, DESTINATION, "refused")]
+    assert captured(state, DESTINATION) == []
+    assert [r["rows"] for r in refused] == [5, 5, 5, 0]
+    assert refused[0]["problems"] == [
+        {"reason": "unknown category", "feature": "sex", "value": "X", "rows": 2},
+        {"reason": "wrong column count", "feature": None, "value": None, "rows": 1},
+        {"reason": "unknown category", "feature": "sex", "value": "Y", "rows": 1}]
+    assert (refused[0]["reason"], refused[0]["feature"], refused[0]["value"]) == (
+        "unknown category", "sex", "X")
+    assert refused[3]["reason"] == "malformed request"
+    assert ["payload" in r for r in refused] == [True, True, False, False]  # a bounded sample
+    assert refused[0]["payload"]["data"] == body.decode()
 
 
 def test_capture_records_follow_the_contract(serve, frame, state):
@@ -161,6 +188,23 @@ def test_gate_passes_a_good_endpoint_and_fails_a_tight_bound(serve, fitted):
     assert [c.name for c in strict.checks if not c.passed] == ["rmse"]
 
 
+def test_gate_requests_are_marked_probes_on_varied_rows(serve, fitted, state):
+    server = serve(DESTINATION)
+    data = gate.parse_test_csv(Path(fitted[1]).read_text(), limit=200)
+    result = gate.run_checks(gate.HttpTransport(server.url), data, 100.0, latency_requests=20)
+    assert result.passed, [c for c in result.checks if not c.passed]
+    records = [record for _, record in captured(state, DESTINATION)]
+    refused = [record for _, record in captured(state, DESTINATION, "refused")]
+    ids = [r["eventMetadata"]["inferenceId"] for r in records] + [
+        r["inferenceId"] for r in refused]
+    assert refused and all(i.startswith("mlops-gate-") for i in ids)
+    assert len(set(ids)) == len(ids)
+    singles = [r["captureData"]["endpointInput"]["data"] for r in records
+               if r["captureData"]["endpointInput"]["data"].count("\n") == 1]
+    assert len(singles) == 20 + len(gate.bad_requests(data))
+    assert len(set(singles)) == len(singles)  # no held-out row probed twice
+
+
 def rmse_bound(cap: float) -> float:
     return gate.rmse_bound(cap, None)
 
@@ -203,6 +247,20 @@ def test_gate_through_the_boto3_transport(fitted):
         unavailable = transport.invoke(b"M,1", CSV, CSV)
         assert (unavailable.status, unavailable.refused) == (503, False)
         stub.assert_no_pending_responses()
+
+
+def test_the_gate_marks_its_boto3_requests_with_an_inference_id():
+    client = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    transport = gate.Probes(gate.SageMakerTransport(client, "abalone-staging"))
+    with Stubber(client) as stub:
+        stub.add_response("invoke_endpoint", {"Body": StreamingBody(io.BytesIO(b"9.5\n"), 4)},
+                          {"EndpointName": "abalone-staging", "Body": b"M,1", "ContentType": CSV,
+                           "Accept": CSV, "InferenceId": ANY})
+        sent = []
+        client.meta.events.register("provide-client-params.sagemaker-runtime.InvokeEndpoint",
+                                    lambda params, **_: sent.append(dict(params)))
+        assert transport.invoke(b"M,1", CSV, CSV).status == 200
+    assert sent[0]["InferenceId"].startswith("mlops-gate-")
 
 
 @pytest.mark.parametrize("original_status, passed", [(400, True), (415, True), (500, False),

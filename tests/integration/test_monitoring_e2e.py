@@ -5,6 +5,7 @@ model version that served it."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -37,7 +38,8 @@ def send(url: str, frame) -> None:
 
 
 def captured_records(state) -> int:
-    return sum(len(p.read_text().splitlines()) for p in (state / "s3").rglob("*.jsonl"))
+    return sum(len(p.read_text().splitlines()) for p in (state / "s3").rglob("*.jsonl")
+               if "AllTraffic" in p.parts)
 
 
 def verdicts(output: str) -> dict[str, str]:
@@ -85,6 +87,45 @@ def test_unseen_category_is_refused_and_not_captured(staging, abalone, project_c
                           "text/csv", "text/csv")
     assert status == 400 and b"is an unknown category" in answer
     assert captured_records(state) == before
+
+
+def test_the_gates_probes_are_left_out_of_the_check(staging, abalone, project_config):
+    state, endpoint = staging
+    start = datetime.now(UTC).isoformat()
+    tested = run_mlops(state, "endpoint", "test", "staging")
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    send(endpoint["url"], abalone[project_config.feature_names].sample(ROWS, random_state=6))
+    result = run_mlops(state, "monitor", "run", "staging", "--start", start)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{ROWS} rows -> no drift" in result.stdout
+    probes = re.search(r"\b(\d+) gate probes left out", result.stdout)
+    assert probes and int(probes.group(1)) > 50, result.stdout
+    assert "refused:" not in result.stdout  # the gate's bad requests are probes too
+
+
+def test_a_new_category_refused_upstream_is_named_with_its_count_and_share(
+        staging, abalone, project_config, tmp_path):
+    """One file of 500 rows, 206 of them with a sex the schema does not list: the endpoint
+    refuses it whole, `endpoint invoke` lists every refused row, and the monitor names the
+    new category with its share of the traffic and fails the check."""
+    state, _ = staging
+    start = datetime.now(UTC).isoformat()
+    rows = abalone[project_config.feature_names].sample(500, random_state=4).copy()
+    rows.loc[rows.index[:206], "sex"] = "X"
+    rows = rows.sample(frac=1, random_state=5)
+    body = tmp_path / "drifted.csv"
+    rows.to_csv(body, header=False, index=False)
+    invoked = run_mlops(state, "endpoint", "invoke", "staging", "--file", str(body))
+    assert invoked.returncode == 1
+    refused = re.findall(r"row (\d+): unknown category 'sex': 'X'", invoked.stdout)
+    expected = [str(i + 1) for i, sex in enumerate(rows["sex"]) if sex == "X"]
+    assert refused == expected, invoked.stdout[:2000]
+    result = run_mlops(state, "monitor", "run", "staging", "--start", start)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "-> violations" in result.stdout
+    assert ("sex: 206 of 500 rows (41%) carried 'X', not a category of the schema"
+            in result.stdout), result.stdout
+    assert "refused: 1 requests with 500 rows" in result.stdout
 
 
 def test_empty_window_is_an_error_not_a_verdict(staging):

@@ -122,6 +122,65 @@ def test_too_few_records_are_inconclusive_not_no_drift(tmp_path, baseline_files,
     assert {f.verdict for f in result.features} <= {"inconclusive", "drift"}
 
 
+def probe(line: str) -> str:
+    record = json.loads(line)
+    record["eventMetadata"]["inferenceId"] = f"mlops-gate-{uuid.uuid4()}"
+    return json.dumps(record)
+
+
+def write_refusals(version_root, records: list[dict], when: datetime = HOUR) -> None:
+    folder = version_root / "abalone-staging" / "refused" / when.strftime("%Y/%m/%d/%H")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "part.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def refusal(rows: int, problems: list[tuple], inference_id=None, when: datetime = HOUR) -> dict:
+    return {"time": when.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "inferenceId": inference_id,
+            "rows": rows, "problems": [{"reason": r, "feature": f, "value": v, "rows": n}
+                                       for r, f, v, n in problems]}
+
+
+def test_gate_probes_are_left_out_and_counted(tmp_path, baseline_files, traffic):
+    lines = csv_lines(traffic.iloc[:1000])
+    write_capture(tmp_path / "v1", lines + [probe(line) for line in csv_lines(traffic.iloc[:5])])
+    write_refusals(tmp_path / "v1", [refusal(1, [("not a number", "length", "abc", 1)],
+                                             "mlops-gate-1")])
+    result = check(tmp_path / "v1", baseline_files)
+    assert (result.counts["rows_checked"], result.counts["probes"]) == (1000, 6)
+    assert result.counts["refused_requests"] == 0
+    with_probes = check(tmp_path / "v1", baseline_files, include_probes=True)
+    assert (with_probes.counts["rows_checked"], with_probes.counts["probes"]) == (1005, 0)
+    assert with_probes.counts["refused_rows"] == 1
+
+
+def test_refused_traffic_is_named_with_its_share_and_fails_above_the_limit(
+        tmp_path, baseline_files, traffic):
+    write_capture(tmp_path / "v1", csv_lines(traffic.iloc[:450]))
+    write_refusals(tmp_path / "v1", [
+        refusal(40, [("unknown category", "sex", "X", 30), ("wrong column count", None, 7, 2)]),
+        refusal(10, [("unknown category", "sex", "X", 4)])])
+    result = check(tmp_path / "v1", baseline_files, max_refused_share=0.05,
+                   output_dir=tmp_path / "out")
+    assert result.refusals == [
+        "sex: 34 of 500 rows (7%) carried 'X', not a category of the schema",
+        "2 of 500 rows (0%): wrong column count (7 columns)"]
+    assert ("sex", "refused_requests_check") in flagged(result)
+    assert result.verdict == "violations"
+    assert "50 of 500 rows (10.0%) came in 2 refused requests" in result.violations[-1][
+        "description"]
+    assert "carried &#x27;X&#x27;" in (tmp_path / "out" / "report.html").read_text()
+    lenient = check(tmp_path / "v1", baseline_files, max_refused_share=0.2)
+    assert lenient.verdict != "violations" and lenient.refusals == result.refusals
+
+
+def test_traffic_that_was_all_refused_is_a_verdict_not_an_error(tmp_path, baseline_files):
+    write_refusals(tmp_path / "v1", [refusal(500, [("unknown category", "sex", "X", 206)])])
+    result = check(tmp_path / "v1", baseline_files)
+    assert (result.verdict, result.features) == ("violations", [])
+    assert result.refusals == [
+        "sex: 206 of 500 rows (41%) carried 'X', not a category of the schema"]
+
+
 def test_json_instances_are_read_like_csv_rows(tmp_path, baseline_files, traffic):
     half = len(traffic) // 2
     lines = csv_lines(traffic.iloc[:half])
@@ -310,3 +369,19 @@ def test_cloud_job_reads_s3_capture_and_puts_cloudwatch_metrics(monkeypatch, bas
         with pytest.raises(DriftCheckError, match=r"other model versions: v3 \(1 files\)"):
             drift_check.run(drift_check.S3Source(s3, "s3://capture/abalone/datacapture/prod/v4"),
                             statistics, constraints, None)
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "true", '"5%"'])
+def test_max_refused_share_must_be_a_share(tmp_path, value):
+    from mlops_core.config import ConfigError
+    from tests.helpers import variant
+
+    assert variant(tmp_path).monitoring.max_refused_share == 0.05
+    with pytest.raises(ConfigError, match=r"\[monitoring\] max_refused_share"):
+        variant(tmp_path, replace={"max_refused_share = 0.05": f"max_refused_share = {value}"})
+
+
+def test_a_line_of_two_json_values_is_one_invalid_line(tmp_path, baseline_files, traffic):
+    write_capture(tmp_path / "v1", csv_lines(traffic.iloc[:300]) + ['1, 2', '{"a": 1}'])
+    result = check(tmp_path / "v1", baseline_files)
+    assert (result.counts["invalid_lines"], result.counts["rows_checked"]) == (2, 300)

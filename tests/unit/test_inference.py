@@ -116,6 +116,25 @@ def test_the_bad_row_is_named_in_a_batch(model):
         inference.predict_fn(inference.input_fn(body, "text/csv"), served)
 
 
+def test_every_bad_row_is_reported_and_the_first_named(model, capsys):
+    served, frame = model
+    rows = [_one_row(frame), _one_row(frame, 0, "X"), _one_row(frame)[:-1],
+            _one_row(frame, 1, "abc"), _one_row(frame, 0, "X")]
+    body = "\n".join(",".join(row) for row in rows)
+    with pytest.raises(inference.BadRequest) as raised:
+        inference.predict_fn(inference.input_fn(body, "text/csv"), served)
+    refusal = raised.value
+    assert str(refusal).startswith("row 2, column 'sex': 'X' is an unknown category")
+    assert "(4 of 5 rows are bad)" in str(refusal)
+    assert [(p.row, p.reason, p.feature, p.value) for p in refusal.problems] == [
+        (2, "unknown category", "sex", "X"), (3, "wrong column count", None, 7),
+        (4, "not a number", "length", "abc"), (5, "unknown category", "sex", "X")]
+    assert refusal.rows == 5
+    logged = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert logged == {"event": "MLOPS_REFUSAL", "reason": "unknown category", "feature": "sex",
+                      "rows": 5, "bad_rows": 4}
+
+
 def test_unsupported_accept_is_refused_with_406(model):
     with pytest.raises(inference.UnsupportedAccept, match="application/xml") as raised:
         inference.output_fn(np.array([1.0]), "application/xml")

@@ -42,3 +42,21 @@ def test_short_forms_become_long_forms(tmp_path):
                                         {"Fn::Not": [{"Condition": "Enabled"}]}]}},
         },
     }
+
+
+def test_the_refusal_filters_match_what_the_serving_code_logs():
+    """The endpoint's log metric filters select the serving code's refusal events and count
+    their rows; the refusal alarm watches them beside the 4XX alarm."""
+    from model_build.scripts import inference
+
+    resources = templates.load(ROOT / "cloudformation" / "endpoint.yml")["Resources"]
+    event = inference.BadRequest("x", rows=3).event()
+    for name, value in (("RefusedRequestsFilter", "1"), ("RefusedRowsFilter", "$.rows")):
+        properties = resources[name]["Properties"]
+        assert properties["FilterPattern"] == f'{{ $.event = "{event["event"]}" }}'
+        assert properties["LogGroupName"] == {
+            "Fn::Sub": "/aws/sagemaker/Endpoints/${ProjectName}-${StageName}"}
+        assert properties["MetricTransformations"][0]["MetricValue"] == value
+    assert event["rows"] == 3
+    assert resources["ClientErrorAlarm"]["Properties"]["MetricName"] == "Invocation4XXErrors"
+    assert resources["RefusalAlarm"]["Properties"]["Threshold"] == {"Ref": "MaxRefusedShare"}
