@@ -21,7 +21,8 @@ from tests.helpers import captured
 
 CSV = "text/csv"
 DESTINATION = capture_uri("mlops-local", "abalone", "staging", 5)
-SHORT = Limits(header_timeout=0.5, body_timeout=0.5, idle_timeout=0.5, max_connections=2)
+# Short enough to see a stalled client cut off, long enough for a busy machine to answer.
+SHORT = Limits(header_timeout=2.0, body_timeout=2.0, idle_timeout=2.0, max_connections=2)
 GUARD_S = 10  # a client gives up waiting after this: a hang fails the test instead of the run
 
 
