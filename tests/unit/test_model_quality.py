@@ -1,0 +1,156 @@
+"""The model-quality check on synthetic capture and ground-truth files."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from model_deploy.monitoring import drift_check, model_quality
+
+TEST = {"rmse": 2.0, "mae": 1.5, "r2": 0.5}
+HOUR = "2026/11/23/15"
+
+
+def capture_line(request: str, predictions: list[float], json_body: bool = False,
+                 when: str = "2026-11-23T15:10:00.000Z") -> str:
+    if json_body:
+        output = {"observedContentType": "application/json", "mode": "OUTPUT",
+                  "data": json.dumps({"predictions": predictions}), "encoding": "JSON"}
+    else:
+        output = {"observedContentType": "text/csv", "mode": "OUTPUT",
+                  "data": "".join(f"{p!r}\n" for p in predictions), "encoding": "CSV"}
+    return json.dumps({
+        "captureData": {"endpointInput": {"observedContentType": "text/csv", "mode": "INPUT",
+                                          "data": "M,1\n" * len(predictions),
+                                          "encoding": "CSV"},
+                        "endpointOutput": output},
+        "eventMetadata": {"eventId": f"event-{request}", "inferenceId": request,
+                          "inferenceTime": when},
+        "eventVersion": "0"})
+
+
+def truth_line(request: str, labels: list[float]) -> str:
+    return json.dumps({"groundTruthData": {"data": "\n".join(f"{v!r}" for v in labels),
+                                           "encoding": "CSV"},
+                       "eventMetadata": {"eventId": request}, "eventVersion": "0"})
+
+
+def write(root, hour: str, lines: list[str]):
+    folder = root / hour
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "part.jsonl").write_text("\n".join(lines) + "\n")
+    return drift_check.DirectorySource(root)
+
+
+@pytest.fixture
+def predictions() -> dict[str, list[float]]:
+    rng = np.random.default_rng(0)
+    return {f"id-{i}": [float(v) for v in rng.uniform(5, 15, size=1 + i % 3)]
+            for i in range(200)}
+
+
+def check(tmp_path, capture: dict, labels: dict, **options):
+    lines = [capture_line(r, p, json_body=i % 2 == 1) for i, (r, p) in enumerate(capture.items())]
+    source = write(tmp_path / "capture", HOUR, lines)
+    truth = write(tmp_path / "truth", "2026/11/24/09",
+                  [truth_line(r, v) for r, v in labels.items()])
+    return model_quality.run(source, truth, TEST, tmp_path / "out", **options)
+
+
+def test_labels_equal_to_the_predictions_give_no_violation(tmp_path, predictions):
+    result = check(tmp_path, predictions, predictions)
+    assert result.verdict == "ok" and result.violations == []
+    assert result.metrics["rmse"] == pytest.approx(0, abs=1e-9)
+    assert result.counts["rows_compared"] == sum(len(v) for v in predictions.values())
+    written = json.loads((tmp_path / "out" / "model_quality.json").read_text())
+    assert written["verdict"] == "ok"
+    assert json.loads((tmp_path / "out" / "constraint_violations.json").read_text()) == {
+        "violations": []}
+
+
+def test_labels_shifted_by_three_test_rmse_give_a_violation(tmp_path, predictions):
+    shifted = {r: [v + 3 * TEST["rmse"] for v in values] for r, values in predictions.items()}
+    sent = []
+    result = check(tmp_path, predictions, shifted, metrics_sink=sent.extend)
+    assert result.verdict == "violation"
+    assert result.metrics["rmse"] == pytest.approx(6.0)
+    assert result.rmse_threshold == pytest.approx(1.2 * TEST["rmse"])
+    (violation,) = result.violations
+    assert violation["metric_name"] == "rmse"
+    assert violation["constraint_check_type"] == "GreaterThanThreshold"
+    metrics = {d["MetricName"]: d["Value"] for d in sent}
+    assert metrics[model_quality.VIOLATIONS_METRIC] == 1
+    assert metrics["rmse"] == pytest.approx(6.0)
+
+
+def test_the_tolerance_sets_the_threshold(tmp_path, predictions):
+    shifted = {r: [v + 3 * TEST["rmse"] for v in values] for r, values in predictions.items()}
+    assert check(tmp_path, predictions, shifted, rmse_tolerance=3.5).verdict == "ok"
+    with pytest.raises(model_quality.ModelQualityError, match="above 0"):
+        check(tmp_path, predictions, shifted, rmse_tolerance=0)
+
+
+def test_records_without_ground_truth_are_counted_not_guessed(tmp_path, predictions):
+    ids = list(predictions)
+    labelled = {r: predictions[r] for r in ids[:50]}
+    labelled["never-captured"] = [9.0]
+    labelled[ids[50]] = [1.0] * (len(predictions[ids[50]]) + 1)  # one label too many
+    result = check(tmp_path, predictions, labelled)
+    counts = result.counts
+    assert counts["requests"] == 200
+    assert counts["requests_with_ground_truth"] == 50
+    assert counts["requests_without_ground_truth"] == 149
+    assert counts["requests_with_mismatched_labels"] == 1
+    assert counts["labels_without_prediction"] == 1
+    assert counts["rows_compared"] == sum(len(predictions[r]) for r in ids[:50])
+    assert result.verdict == "ok"
+
+
+def test_no_ground_truth_is_not_a_verdict(tmp_path, predictions):
+    result = check(tmp_path, predictions, {})
+    assert result.verdict == "not compared"
+    assert result.metrics["rmse"] is None
+    assert result.counts["requests_without_ground_truth"] == 200
+
+
+def test_the_window_keeps_out_requests_and_says_where_their_labels_went(tmp_path):
+    lines = [capture_line("early", [5.0], when="2026-11-23T13:00:00.000Z"),
+             capture_line("inside", [5.0], when="2026-11-23T15:10:00.000Z")]
+    source = write(tmp_path / "capture", HOUR, lines)
+    truth = write(tmp_path / "truth", "2026/11/23/16",
+                  [truth_line("early", [50.0]), truth_line("inside", [5.0])])
+    window = drift_check.Window(datetime(2026, 11, 23, 15, tzinfo=UTC))
+    result = model_quality.run(source, truth, TEST, None, window)
+    assert result.verdict == "ok"
+    assert result.counts["labels_outside_window"] == 1
+    assert result.counts["rows_compared"] == 1
+
+
+def test_invalid_lines_are_counted_and_the_latest_label_wins(tmp_path):
+    source = write(tmp_path / "capture", HOUR, [capture_line("a", [5.0]), "not json"])
+    (tmp_path / "truth" / "2026/11/24/09").mkdir(parents=True)
+    (tmp_path / "truth" / "2026/11/24/09" / "a.jsonl").write_text(
+        truth_line("a", [50.0]) + "\n{\"groundTruthData\": {}}\n")
+    (tmp_path / "truth" / "2026/11/24/10").mkdir(parents=True)
+    (tmp_path / "truth" / "2026/11/24/10" / "b.jsonl").write_text(truth_line("a", [5.0]) + "\n")
+    result = model_quality.run(source, drift_check.DirectorySource(tmp_path / "truth"), TEST,
+                               None)
+    assert result.counts["invalid_capture_lines"] == 1
+    assert result.counts["invalid_ground_truth_lines"] == 1
+    assert result.counts["labels_replaced"] == 1
+    assert result.verdict == "ok"
+
+
+def test_the_evaluation_gives_the_test_metrics(tmp_path):
+    path = tmp_path / "evaluation.json"
+    path.write_text(json.dumps({"regression_metrics": {
+        name: {"value": value, "standard_deviation": 0.1} for name, value in TEST.items()}}))
+    assert model_quality.load_evaluation(path) == TEST
+    path.write_text(json.dumps({"regression_metrics": {"rmse": {"value": 1}}}))
+    with pytest.raises(model_quality.ModelQualityError, match="rmse, mae and r2"):
+        model_quality.load_evaluation(path)
+    with pytest.raises(model_quality.ModelQualityError, match="not found"):
+        model_quality.load_evaluation(tmp_path / "missing.json")
