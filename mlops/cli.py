@@ -272,13 +272,29 @@ def cmd_endpoint_invoke(args) -> int:
         body = open(args.file, "rb").read() if args.file != "-" else sys.stdin.buffer.read()
     except OSError as err:
         raise UsageError(f"cannot read {args.file}: {err.strerror}") from None
-    status, answer = lifecycle.invoke(args.stage, body, args.content_type, args.accept)
+    status, answer, inference_id = lifecycle.invoke(args.stage, body, args.content_type,
+                                                    args.accept, args.inference_id)
     text = answer.decode("utf-8", "replace")
     if status >= 400:
         console.print(f"[red]{status}[/red] {text}")
         return 1
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    errors.print(f"inference id: {inference_id}")  # stdout carries the answer alone
+    if args.ids_out:
+        try:
+            with open(args.ids_out, "a") as ids:  # one write: whole lines or nothing
+                ids.write(f"{inference_id}\n" * _answered_rows(text))
+        except OSError as err:
+            raise UsageError(f"cannot write {args.ids_out}: {err.strerror}") from None
     return 0
+
+
+def _answered_rows(text: str) -> int:
+    """How many predictions an answer holds (CSV lines, or JSON's "predictions")."""
+    try:
+        return len(json.loads(text)["predictions"])
+    except (ValueError, KeyError, TypeError):
+        return sum(1 for line in text.splitlines() if line.strip())
 
 
 def cmd_endpoint_test(args) -> int:
@@ -466,6 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "or - for standard input")
     p.add_argument("--content-type", default="text/csv", help="text/csv or application/json")
     p.add_argument("--accept", default="text/csv")
+    p.add_argument("--inference-id", help="the request's X-Amzn-SageMaker-Inference-Id "
+                   "(default: the endpoint makes one up); printed on standard error")
+    p.add_argument("--ids-out", type=Path, metavar="FILE", help="append the inference id to "
+                   "FILE once per answered row, for `mlops monitor ground-truth`")
     p.set_defaults(func=cmd_endpoint_invoke)
     p = endpoint.add_parser("test", help="the staging gate: score the endpoint on held-out rows")
     p.add_argument("stage", choices=STAGES)
