@@ -347,11 +347,50 @@ def cmd_endpoint_stop(args) -> int:
 
 
 def cmd_monitor_run(args) -> int:
-    from mlops_local import monitor
+    from mlops_local import model_quality, monitor
 
-    result = monitor.run_local(args.stage, args.start, args.end)
+    config = project_config.load()
+    result = monitor.run_local(args.stage, args.start, args.end, cfg=config)
     console.print(monitor.format_table(result))
-    return 0 if result.verdict == "no drift" else 1
+    quality, quality_report = model_quality.run_local(args.stage, args.start, args.end,
+                                                      cfg=config)
+    console.print(model_quality.format_table(quality, quality_report))
+    reports = ([f"data quality {result.verdict}: {result.output_uri}/report.html"]
+               if result.verdict in ("drift", "violations") else [])
+    if quality.verdict == "violation":
+        reports.append(f"model quality violation: {quality_report}")
+    if reports and config.monitoring.retrain_on_violation:
+        if not _retrain(config, args.stage, reports):
+            return 1
+    return 0 if result.verdict == "no drift" and quality.verdict != "violation" else 1
+
+
+def _retrain(config, stage: str, reports: list[str]) -> bool:
+    """Start the training pipeline on the newest data, as the cloud's alarm does; the new
+    package's description names the reports that triggered it."""
+    from mlops import local_pipeline
+    from mlops_core import targets
+    from mlops_local.store import LocalStore
+
+    store = LocalStore()
+    target = targets.local(config, store)
+    local_pipeline.stage_data(config, target, store)  # the configured file, if it changed
+    raw = target.raw_data_uri(config).rsplit("/", 1)[0] + "/"
+    data = max(store.list(raw), key=lambda uri: store.path(uri).stat().st_mtime)
+    description = f"retrained after monitoring {stage}: " + "; ".join(reports)
+    console.print(f"[yellow]retraining on {data}[/yellow] ([monitoring] retrain_on_violation)")
+    result = local_pipeline.run(config, {"InputDataUrl": data,
+                                         "ModelPackageDescription": description[:1024]},
+                                console=console)
+    return result.succeeded
+
+
+def cmd_monitor_ground_truth(args) -> int:
+    from mlops_local import model_quality
+
+    uri, records, labels = model_quality.write_ground_truth(args.stage, args.file)
+    console.print(f"wrote {records} ground-truth records ({labels} labels) to {uri}")
+    return 0
 
 
 # batch ------------------------------------------------------------------------------------
@@ -502,13 +541,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stage", choices=STAGES)
     p.set_defaults(func=cmd_endpoint_stop)
 
-    monitor = groups.add_parser("monitor", help="drift checks on captured traffic").add_subparsers(
-        dest="command", required=True)
+    monitor = groups.add_parser("monitor", help="data and model quality of captured traffic"
+                                ).add_subparsers(dest="command", required=True)
     p = monitor.add_parser("run", help="check a stage's captured traffic against its baseline")
     p.add_argument("stage", choices=STAGES)
     p.add_argument("--start", help="window start, ISO 8601 (default: all captured traffic)")
     p.add_argument("--end", help="window end, ISO 8601, exclusive")
     p.set_defaults(func=cmd_monitor_run)
+    p = monitor.add_parser("ground-truth", help="store labels of served requests for the "
+                           "model-quality check")
+    p.add_argument("stage", choices=STAGES)
+    p.add_argument("--file", required=True, type=Path, help="CSV of inference id,label (header "
+                   "optional); a request of n rows has n lines, in row order")
+    p.set_defaults(func=cmd_monitor_ground_truth)
 
     batch = groups.add_parser("batch", help="batch scoring with the newest approved model"
                               ).add_subparsers(dest="command", required=True)

@@ -71,6 +71,14 @@ class Tuning:
 
 
 @dataclass(frozen=True)
+class Monitoring:
+    """`[monitoring]`: how `mlops monitor run` judges model quality and what a violation does."""
+
+    rmse_tolerance: float = 1.2  # a violation: window RMSE above this x the model's test RMSE
+    retrain_on_violation: bool = False  # a violation starts the training pipeline
+
+
+@dataclass(frozen=True)
 class Config:
     project: str
     data_file: Path
@@ -87,6 +95,7 @@ class Config:
     selection: str = "single"
     candidates: dict = field(default_factory=dict)  # name -> {"regressor": ..., settings}
     tuning: Tuning | None = None
+    monitoring: Monitoring = field(default_factory=Monitoring)
 
     def tunes(self, target: str) -> bool:
         """Whether the pipeline built for `target` tunes hyperparameters, not trains once."""
@@ -196,7 +205,21 @@ def load(path: Path | None = None) -> Config:
         selection=selection,
         candidates=candidates,
         tuning=tuning,
+        monitoring=_monitoring(raw.get("monitoring", {}), path),
     )
+
+
+def _monitoring(table: dict, path: Path) -> Monitoring:
+    _known(table, ("rmse_tolerance", "retrain_on_violation"), "[monitoring]", path)
+    tolerance = table.get("rmse_tolerance", Monitoring.rmse_tolerance)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or tolerance <= 0:
+        raise ConfigError(f"{path.name}: [monitoring] rmse_tolerance = {tolerance!r} must be a "
+                          "number above 0")
+    retrain = table.get("retrain_on_violation", Monitoring.retrain_on_violation)
+    if not isinstance(retrain, bool):
+        raise ConfigError(f"{path.name}: [monitoring] retrain_on_violation = {retrain!r} must "
+                          "be true or false")
+    return Monitoring(float(tolerance), retrain)
 
 
 def _hyperparameters(table: dict, where: str, path: Path) -> dict:

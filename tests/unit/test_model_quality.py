@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
+from mlops_core.config import ConfigError, Monitoring
 from model_deploy.monitoring import drift_check, model_quality
+from tests.helpers import variant
 
 TEST = {"rmse": 2.0, "mae": 1.5, "r2": 0.5}
 HOUR = "2026/11/23/15"
@@ -154,3 +157,17 @@ def test_the_evaluation_gives_the_test_metrics(tmp_path):
         model_quality.load_evaluation(path)
     with pytest.raises(model_quality.ModelQualityError, match="not found"):
         model_quality.load_evaluation(tmp_path / "missing.json")
+
+
+def test_monitoring_settings_are_read_and_checked(tmp_path):
+    assert variant(tmp_path).monitoring == Monitoring(1.2, False)
+    changed = variant(tmp_path, replace={"rmse_tolerance = 1.2": "rmse_tolerance = 1.5",
+                                         "retrain_on_violation = false":
+                                         "retrain_on_violation = true"})
+    assert changed.monitoring == Monitoring(1.5, True)
+    for old, new, message in (
+            ("rmse_tolerance = 1.2", "rmse_tolerance = 0", "rmse_tolerance = 0 must be"),
+            ("retrain_on_violation = false", 'retrain_on_violation = "yes"', "true or false"),
+            ("rmse_tolerance = 1.2", "rmse_tolerence = 1.2", "unknown key(s) rmse_tolerence")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            variant(tmp_path, replace={old: new})
