@@ -325,10 +325,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import boto3  # only the cloud job talks to AWS
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         args = parse_args(argv)
-        import boto3  # only the cloud job talks to AWS
-
         session = boto3.session.Session(region_name=args.region)
         s3 = session.client("s3")
         sink = (drift_check.cloudwatch_sink(session.client("cloudwatch"), args.metric_namespace,
@@ -338,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                      drift_check.S3Source(s3, args.ground_truth_uri),
                      package_metrics(session, args.model_package_arn), args.output,
                      drift_check.Window(args.start, args.end), args.rmse_tolerance, sink)
-    except (ModelQualityError, drift_check.DriftCheckError) as err:
+    except (ModelQualityError, drift_check.DriftCheckError, BotoCoreError, ClientError) as err:
         message = Path(os.environ.get("MLOPS_OPT_ML", "/opt/ml")) / "output" / "message"
         if message.parent.is_dir():
             message.write_text(str(err))

@@ -171,3 +171,45 @@ def test_monitoring_settings_are_read_and_checked(tmp_path):
             ("rmse_tolerance = 1.2", "rmse_tolerence = 1.2", "unknown key(s) rmse_tolerence")):
         with pytest.raises(ConfigError, match=re.escape(message)):
             variant(tmp_path, replace={old: new})
+
+
+def test_cloud_job_reads_s3_and_the_package_and_puts_the_violation_metric(tmp_path, predictions):
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        s3, sagemaker = boto3.client("s3"), boto3.client("sagemaker")
+        s3.create_bucket(Bucket="bucket")
+        lines = [capture_line(r, p) for r, p in predictions.items()]
+        s3.put_object(Bucket="bucket", Body="\n".join(lines).encode(),
+                      Key=f"abalone/datacapture/prod/v1/e/AllTraffic/{HOUR}/a.jsonl")
+        labels = [truth_line(r, [v + 3 * TEST["rmse"] for v in p]) for r, p in predictions.items()]
+        s3.put_object(Bucket="bucket", Key=f"abalone/ground-truth/prod/{HOUR}/b.jsonl",
+                      Body="\n".join(labels).encode())
+        s3.put_object(Bucket="bucket", Key="abalone/evaluation.json", Body=json.dumps(
+            {"regression_metrics": {k: {"value": v} for k, v in TEST.items()}}).encode())
+        sagemaker.create_model_package_group(ModelPackageGroupName="abalone-models")
+        arn = sagemaker.create_model_package(
+            ModelPackageGroupName="abalone-models",
+            InferenceSpecification={"Containers": [{"Image": "image"}],
+                                    "SupportedContentTypes": ["text/csv"],
+                                    "SupportedResponseMIMETypes": ["text/csv"]},
+            ModelMetrics={"ModelQuality": {"Statistics": {
+                "ContentType": "application/json",
+                "S3Uri": "s3://bucket/abalone/evaluation.json"}}})["ModelPackageArn"]
+        assert model_quality.main([
+            "--capture-uri", "s3://bucket/abalone/datacapture/prod/v1",
+            "--ground-truth-uri", "s3://bucket/abalone/ground-truth/prod",
+            "--model-package-arn", arn, "--output", str(tmp_path / "out"),
+            "--metric-namespace", "MLOps/ModelQuality",
+            "--metric-dimension", "Endpoint=abalone-prod", "--region", "us-east-1"]) == 0
+        written = json.loads((tmp_path / "out" / "model_quality.json").read_text())
+        assert written["verdict"] == "violation"
+        names = {m["MetricName"] for m in boto3.client("cloudwatch").list_metrics(
+            Namespace="MLOps/ModelQuality")["Metrics"]}
+        assert {model_quality.VIOLATIONS_METRIC, "rmse", "mae", "r2"} <= names
+        assert model_quality.main([
+            "--capture-uri", "s3://bucket/abalone/datacapture/prod/v1",
+            "--ground-truth-uri", "s3://bucket/abalone/ground-truth/prod",
+            "--model-package-arn", arn.replace("/1", "/2"), "--region", "us-east-1",
+            "--output", str(tmp_path / "none")]) == 1
