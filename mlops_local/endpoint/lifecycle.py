@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mlops_core.config import ROOT, state_dir
 from mlops_core.files import write_atomic
-from mlops_local.endpoint.server import INFERENCE_ID
+from mlops_core.names import INFERENCE_ID
 
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 10

@@ -38,13 +38,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 
-from mlops_core.names import MAX_PAYLOAD_BYTES
+from mlops_core.names import INFERENCE_ID, MAX_PAYLOAD_BYTES
 from mlops_core.service_model import java_pattern
 from mlops_local.endpoint.capture import CaptureWriter
 
 HANDLERS = ("model_fn", "input_fn", "predict_fn", "output_fn")
 JSON_TYPE = "application/json"
-INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 POLL_S = 0.25  # how often a waiting connection looks whether the server is stopping
 LINGER_S = 1.0

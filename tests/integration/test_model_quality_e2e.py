@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mlops_local.endpoint.server import INFERENCE_ID
+from mlops_core.names import INFERENCE_ID
 from mlops_local.registry import LocalRegistry
 from tests.helpers import run_mlops, variant
 
