@@ -388,7 +388,9 @@ def _retrain(config, stage: str, reports: list[str]) -> bool:
 def cmd_monitor_ground_truth(args) -> int:
     from mlops_local import model_quality
 
-    uri, records, labels = model_quality.write_ground_truth(args.stage, args.file)
+    uri, records, labels, header = model_quality.write_ground_truth(args.stage, args.file)
+    if header:
+        console.print(f"line 1 read as the header: {','.join(header)}", markup=False)
     console.print(f"wrote {records} ground-truth records ({labels} labels) to {uri}")
     return 0
 

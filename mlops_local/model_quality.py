@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlops_core import config as mlops_config
+from mlops_core.names import INFERENCE_ID
 from mlops_local.endpoint import lifecycle
 from mlops_local.endpoint.server import header_rules
 from mlops_local.registry import LocalRegistry, RegistryError
@@ -44,11 +45,13 @@ def ground_truth_uri(cfg: mlops_config.Config, stage: str) -> str:
 # ---------------------------------------------------------------------------- ground truth
 
 
-def parse_labels(text: str, source: str) -> dict[str, list[str]]:
+def parse_labels(text: str, source: str) -> tuple[dict[str, list[str]], list[str] | None]:
     """Inference id -> its labels in file order (a request of n rows has n lines), from CSV
-    lines `<inference id>,<label>` with an optional header; every bad line is named."""
-    rule = next(r for r in header_rules() if r.header.endswith("Inference-Id"))
+    lines `<inference id>,<label>`, and the header: a first line whose label is no number.
+    Every bad line is named."""
+    rule = next(r for r in header_rules() if r.header == INFERENCE_ID)
     labels: dict[str, list[str]] = {}
+    header = None
     problems = []
     rows = list(csv.reader(io.StringIO(text)))
     for number, row in enumerate(rows, start=1):
@@ -59,6 +62,7 @@ def parse_labels(text: str, source: str) -> dict[str, list[str]]:
             continue
         request, label = row[0].strip(), row[1].strip()
         if number == 1 and _is_header(label):
+            header = row
             continue
         problem = rule.problem(request)
         try:
@@ -76,7 +80,7 @@ def parse_labels(text: str, source: str) -> dict[str, list[str]]:
                                 f"{listed}{more}")
     if not labels:
         raise ModelQualityError(f"{source} holds no inference id,label line")
-    return labels
+    return labels, header
 
 
 def _is_header(label: str) -> bool:
@@ -88,16 +92,17 @@ def _is_header(label: str) -> bool:
 
 
 def write_ground_truth(stage: str, file: Path, *, cfg: mlops_config.Config | None = None,
-                       store: LocalStore | None = None) -> tuple[str, int, int]:
+                       store: LocalStore | None = None
+                       ) -> tuple[str, int, int, list[str] | None]:
     """Write the labels of `file` as one ground-truth file of this hour; returns its URI, the
-    number of records (requests) and of labels."""
+    number of records (requests) and of labels, and the header line it skipped."""
     cfg = cfg or mlops_config.load()
     store = store or LocalStore()
     try:
         text = Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ModelQualityError(f"cannot read {file}: {getattr(err, 'strerror', err)}") from None
-    labels = parse_labels(text, str(file))
+    labels, header = parse_labels(text, str(file))
     lines = [json.dumps({"groundTruthData": {"data": "\n".join(values), "encoding": "CSV"},
                          "eventMetadata": {"eventId": request}, "eventVersion": "0"})
              for request, values in labels.items()]
@@ -105,7 +110,7 @@ def write_ground_truth(stage: str, file: Path, *, cfg: mlops_config.Config | Non
     uri = (f"{ground_truth_uri(cfg, stage)}/{now:%Y/%m/%d/%H}/"
            f"{now:%M-%S}-{uuid.uuid4().hex[:12]}.jsonl")
     store.put_bytes(uri, ("\n".join(lines) + "\n").encode())  # atomic: whole file or none
-    return uri, len(lines), sum(len(v) for v in labels.values())
+    return uri, len(lines), sum(len(v) for v in labels.values()), header
 
 
 # ---------------------------------------------------------------------------- the check

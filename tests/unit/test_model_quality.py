@@ -213,3 +213,17 @@ def test_cloud_job_reads_s3_and_the_package_and_puts_the_violation_metric(tmp_pa
             "--ground-truth-uri", "s3://bucket/abalone/ground-truth/prod",
             "--model-package-arn", arn.replace("/1", "/2"), "--region", "us-east-1",
             "--output", str(tmp_path / "none")]) == 1
+
+
+def test_labels_file_groups_rows_by_id_and_says_which_line_is_the_header():
+    from mlops_local.model_quality import ModelQualityError, parse_labels
+
+    labels, header = parse_labels("inference_id,rings\na,9\n\nb,10\na,11.5\n", "f.csv")
+    assert labels == {"a": ["9", "11.5"], "b": ["10"]} and header == ["inference_id", "rings"]
+    assert parse_labels("a,9\n", "f.csv") == ({"a": ["9"]}, None)
+    with pytest.raises(ModelQualityError, match=r"line 2: label 'inf' is not a finite number"):
+        parse_labels("a,9\na,inf\n", "f.csv")
+    with pytest.raises(ModelQualityError, match="must be 1-64 characters"):
+        parse_labels("a,9\n" + "x" * 65 + ",1\n", "f.csv")
+    with pytest.raises(ModelQualityError, match="no inference id,label line"):
+        parse_labels("inference_id,rings\n", "f.csv")
