@@ -302,12 +302,20 @@ def cmd_endpoint_invoke(args) -> int:
         body = open(args.file, "rb").read() if args.file != "-" else sys.stdin.buffer.read()
     except OSError as err:
         raise UsageError(f"cannot read {args.file}: {err.strerror}") from None
-    status, answer = lifecycle.invoke(args.stage, body, args.content_type, args.accept)
+    status, answer, inference_id = lifecycle.invoke(args.stage, body, args.content_type,
+                                                    args.accept, args.inference_id)
     text = answer.decode("utf-8", "replace")
     if status >= 400:
         print_refusal(status, text)
         return 1
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    errors.print(f"inference id: {inference_id}")  # stdout carries the answer alone
+    if args.ids_out:
+        try:
+            with open(args.ids_out, "a") as ids:  # one write: whole lines or nothing
+                ids.write(f"{inference_id}\n" * _answered_rows(text))
+        except OSError as err:
+            raise UsageError(f"cannot write {args.ids_out}: {err.strerror}") from None
     return 0
 
 
@@ -329,6 +337,14 @@ def print_refusal(status: int, text: str) -> None:
         value = f": {problem['value']!r}" if problem.get("value") is not None else ""
         console.print(f"  row {problem['row']}: {problem['reason']}{where}{value}",
                       markup=False, highlight=False)
+
+
+def _answered_rows(text: str) -> int:
+    """How many predictions an answer holds (CSV lines, or JSON's "predictions")."""
+    try:
+        return len(json.loads(text)["predictions"])
+    except (ValueError, KeyError, TypeError):
+        return sum(1 for line in text.splitlines() if line.strip())
 
 
 def cmd_endpoint_test(args) -> int:
@@ -381,11 +397,49 @@ def cmd_endpoint_stop(args) -> int:
 
 
 def cmd_monitor_run(args) -> int:
-    from mlops_local import monitor
+    from mlops_local import model_quality, monitor
 
-    result = monitor.run_local(args.stage, args.start, args.end)
+    config = project_config.load()
+    result = monitor.run_local(args.stage, args.start, args.end, cfg=config)
     console.print(monitor.format_table(result))
-    return 0 if result.verdict == "no drift" else 1
+    quality, quality_report = model_quality.run_local(args.stage, args.start, args.end,
+                                                      cfg=config)
+    console.print(model_quality.format_table(quality, quality_report))
+    reports = ([f"data quality {result.verdict}: {result.output_uri}/report.html"]
+               if result.verdict in ("drift", "violations") else [])
+    if quality.verdict == "violation":
+        reports.append(f"model quality violation: {quality_report}")
+    if reports and config.monitoring.retrain_on_violation:
+        _retrain(config, args.stage, reports)  # its summary says how it went
+    return 0 if result.verdict == "no drift" and quality.verdict != "violation" else 1
+
+
+def _retrain(config, stage: str, reports: list[str]) -> None:
+    """Start the training pipeline on the newest data, as the cloud's alarm does; the new
+    package's description names the reports that triggered it."""
+    from mlops import local_pipeline
+    from mlops_core import targets
+    from mlops_local.store import LocalStore
+
+    store = LocalStore()
+    target = targets.local(config, store)
+    local_pipeline.stage_data(config, target, store)  # the configured file, if it changed
+    raw = target.raw_data_uri(config).rsplit("/", 1)[0] + "/"
+    data = max(store.list(raw), key=lambda uri: store.path(uri).stat().st_mtime)
+    description = f"retrained after monitoring {stage}: " + "; ".join(reports)
+    console.print(f"[yellow]retraining on {data}[/yellow] ([monitoring] retrain_on_violation)")
+    local_pipeline.run(config, {"InputDataUrl": data,
+                                "ModelPackageDescription": description[:1024]}, console=console)
+
+
+def cmd_monitor_ground_truth(args) -> int:
+    from mlops_local import model_quality
+
+    uri, records, labels, header = model_quality.write_ground_truth(args.stage, args.file)
+    if header:
+        console.print(f"line 1 read as the header: {','.join(header)}", markup=False)
+    console.print(f"wrote {records} ground-truth records ({labels} labels) to {uri}")
+    return 0
 
 
 # batch ------------------------------------------------------------------------------------
@@ -529,6 +583,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "or - for standard input")
     p.add_argument("--content-type", default="text/csv", help="text/csv or application/json")
     p.add_argument("--accept", default="text/csv")
+    p.add_argument("--inference-id", help="the request's X-Amzn-SageMaker-Inference-Id "
+                   "(default: the endpoint makes one up); printed on standard error")
+    p.add_argument("--ids-out", type=Path, metavar="FILE", help="append the inference id to "
+                   "FILE once per answered row, for `mlops monitor ground-truth`")
     p.set_defaults(func=cmd_endpoint_invoke)
     p = endpoint.add_parser("test", help="the staging gate: score the endpoint on held-out rows")
     p.add_argument("stage", choices=STAGES)
@@ -545,13 +603,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stage", choices=STAGES)
     p.set_defaults(func=cmd_endpoint_stop)
 
-    monitor = groups.add_parser("monitor", help="drift checks on captured traffic").add_subparsers(
-        dest="command", required=True)
+    monitor = groups.add_parser("monitor", help="data and model quality of captured traffic"
+                                ).add_subparsers(dest="command", required=True)
     p = monitor.add_parser("run", help="check a stage's captured traffic against its baseline")
     p.add_argument("stage", choices=STAGES)
     p.add_argument("--start", help="window start, ISO 8601 (default: all captured traffic)")
     p.add_argument("--end", help="window end, ISO 8601, exclusive")
     p.set_defaults(func=cmd_monitor_run)
+    p = monitor.add_parser("ground-truth", help="store labels of served requests for the "
+                           "model-quality check")
+    p.add_argument("stage", choices=STAGES)
+    p.add_argument("--file", required=True, type=Path, help="CSV of inference id,label (header "
+                   "optional); a request of n rows has n lines, in row order")
+    p.set_defaults(func=cmd_monitor_ground_truth)
 
     batch = groups.add_parser("batch", help="batch scoring with the newest approved model"
                               ).add_subparsers(dest="command", required=True)

@@ -72,10 +72,12 @@ class Tuning:
 
 @dataclass(frozen=True)
 class Monitoring:
-    """`[monitoring]`: when the monitor fails a stage's traffic beside drift."""
+    """`[monitoring]`: when the monitor fails a stage's traffic, and what a violation does."""
 
     # Above this share of the rows sent (in refused requests), the check fails.
     max_refused_share: float = 0.05
+    rmse_tolerance: float = 1.2  # a violation: window RMSE above this x the model's test RMSE
+    retrain_on_violation: bool = False  # a violation starts the training pipeline
 
 
 @dataclass(frozen=True)
@@ -210,12 +212,21 @@ def load(path: Path | None = None) -> Config:
 
 
 def _monitoring(table: dict, path: Path) -> Monitoring:
-    _known(table, ("max_refused_share",), "[monitoring]", path)
+    _known(table, ("max_refused_share", "rmse_tolerance", "retrain_on_violation"),
+           "[monitoring]", path)
     share = table.get("max_refused_share", Monitoring.max_refused_share)
     if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
         raise ConfigError(f"{path.name}: [monitoring] max_refused_share = {share!r} must be a "
                           "number from 0 to 1")
-    return Monitoring(float(share))
+    tolerance = table.get("rmse_tolerance", Monitoring.rmse_tolerance)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or tolerance <= 0:
+        raise ConfigError(f"{path.name}: [monitoring] rmse_tolerance = {tolerance!r} must be a "
+                          "number above 0")
+    retrain = table.get("retrain_on_violation", Monitoring.retrain_on_violation)
+    if not isinstance(retrain, bool):
+        raise ConfigError(f"{path.name}: [monitoring] retrain_on_violation = {retrain!r} must "
+                          "be true or false")
+    return Monitoring(float(share), float(tolerance), retrain)
 
 
 def _hyperparameters(table: dict, where: str, path: Path) -> dict:

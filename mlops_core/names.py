@@ -8,6 +8,8 @@ TARGETS = ("local", "aws")
 STAGES = ("staging", "prod")
 # SageMaker real-time endpoints refuse request payloads larger than this (InvokeEndpoint).
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+# InvokeEndpoint's InferenceId header: the endpoint captures it and answers it.
+INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
 # The SageMaker scikit-learn image every job, the endpoint and batch transform run in,
 # unless [aws] sklearn_framework_version says otherwise.
 SKLEARN_FRAMEWORK_VERSION = "1.4-2"

@@ -109,6 +109,9 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
     )
     threshold = ParameterFloat("MetricThreshold", default_value=config.threshold)
     approval = ParameterString("ModelApprovalStatus", default_value="PendingManualApproval")
+    # Why this version was trained: a retraining run names the monitoring report behind it.
+    description = ParameterString("ModelPackageDescription",
+                                  default_value=f"{project} training pipeline")
     # The profile, not the target, decides the steps: a rehearsal builds the aws ones here.
     tunes = config.tunes(target.profile)
     hyperparameters = _hyperparameters(config, tuned=tunes)
@@ -244,6 +247,7 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
             inference_instances=["ml.m5.large", "ml.c5.large"],
             transform_instances=["ml.m5.large"],
             approval_status=approval,
+            description=description,
             model_metrics=ModelMetrics(
                 model_quality=ModelQuality(
                     statistics=MetricsSource(content_type="application/json", s3_uri=evaluation_uri)
@@ -300,6 +304,7 @@ def get_pipeline(config: Config, target: Target) -> Pipeline:
             training_type,
             threshold,
             approval,
+            description,
             *(value for value in hyperparameters.values() if isinstance(value, Parameter)),
         ],
         steps=[preprocess, baseline, training, evaluate, check],

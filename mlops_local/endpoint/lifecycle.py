@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mlops_core.config import ROOT, state_dir
 from mlops_core.files import write_atomic
-from model_deploy import gate
+from mlops_core.names import INFERENCE_ID
 
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 10
@@ -208,9 +208,18 @@ def stop(stage: str) -> dict:
     return record
 
 
-def invoke(stage: str, body: bytes, content_type: str, accept: str | None = None):
-    """Send one request to the endpoint of `stage`; returns (HTTP status, response body)."""
+def invoke(stage: str, body: bytes, content_type: str, accept: str | None = None,
+           inference_id: str | None = None) -> tuple[int, bytes, str | None]:
+    """Send one request to the endpoint of `stage`; returns (HTTP status, response body, the
+    request's inference id: `inference_id`, or the one the endpoint made up)."""
+    url = status(stage)["url"]
+    headers = {"Content-Type": content_type, **({"Accept": accept} if accept else {}),
+               **({INFERENCE_ID: inference_id} if inference_id else {})}
+    request = urllib.request.Request(f"{url}/invocations", data=body, headers=headers)
     try:
-        return gate.post(status(stage)["url"], body, content_type, accept)
-    except gate.Unreachable as err:
-        raise EndpointError(str(err)) from None
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return reply.status, reply.read(), reply.headers.get(INFERENCE_ID)
+    except urllib.error.HTTPError as err:
+        return err.code, err.read(), err.headers.get(INFERENCE_ID)
+    except urllib.error.URLError as err:
+        raise EndpointError(f"cannot reach the endpoint at {url}: {err.reason}") from None

@@ -33,18 +33,18 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 
-from mlops_core.names import MAX_PAYLOAD_BYTES
+from mlops_core.names import INFERENCE_ID, MAX_PAYLOAD_BYTES
 from mlops_core.service_model import java_pattern
 from mlops_local.endpoint.capture import CaptureWriter
 
 HANDLERS = ("model_fn", "input_fn", "predict_fn", "output_fn")
 JSON_TYPE = "application/json"
-INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 POLL_S = 0.25  # how often a waiting connection looks whether the server is stopping
 LINGER_S = 1.0
@@ -320,13 +320,15 @@ class InvocationHandler(BaseHTTPRequestHandler):
         if problem:
             self._answer(400, error_body(problem), JSON_TYPE)
             return
+        # Every request gets an inference id (the caller's, or a new one), captured and
+        # answered, so ground truth can name the request it labels.
+        inference_id = self.headers.get(INFERENCE_ID) or str(uuid.uuid4())
         status, payload, content_type = self.server.endpoint.invoke(
-            body, self.headers.get("Content-Type"), self.headers.get("Accept"),
-            self.headers.get(INFERENCE_ID),
+            body, self.headers.get("Content-Type"), self.headers.get("Accept"), inference_id,
         )
         attributes = self.headers.get(CUSTOM_ATTRIBUTES)
         echo = [(CUSTOM_ATTRIBUTES, attributes)] if attributes is not None else []
-        self._answer(status, payload, content_type, echo)
+        self._answer(status, payload, content_type, [(INFERENCE_ID, inference_id), *echo])
 
     def _read_body(self) -> bytes | None:
         """The body, exactly Content-Length bytes; None once a refusal has been answered."""

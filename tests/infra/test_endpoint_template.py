@@ -22,6 +22,7 @@ from moto import mock_aws
 from moto.cloudformation.parsing import get_model_map
 
 from model_deploy import build
+from model_deploy.monitoring import model_quality
 from tests.helpers import NAMES, REGION, register, set_status
 
 TEMPLATE = build.TEMPLATE
@@ -219,6 +220,11 @@ def test_optional_parts_follow_the_parameters(aws):
     assert capture["KmsKeyId"] == params["KmsKeyArn"]
 
 
+def defaults(template: dict) -> dict[str, str]:
+    return {name: str(spec["Default"]) for name, spec in template["Parameters"].items()
+            if "Default" in spec}
+
+
 def test_pipeline_mode_runs_drift_check_with_the_baselines(aws):
     """The drift check pipeline's definition, as the staging config fills it in."""
     params = aws["configs"]["staging"]["Parameters"]
@@ -227,10 +233,12 @@ def test_pipeline_mode_runs_drift_check_with_the_baselines(aws):
     body, variables = template["Resources"]["DriftCheckPipeline"]["Properties"][
         "PipelineDefinition"]["PipelineDefinitionBody"]["Fn::Sub"]
     named = {k: v for k, v in variables.items() if k != "KeyArn"}  # KeyArn: a Fn::If
-    values = {**params, "AWS::Region": REGION, "KeyArn": "key-arn",
+    values = {**defaults(template), **params, "AWS::Region": REGION, "KeyArn": "key-arn",
               **resolve(named, params, {"Endpoint.EndpointName": "abalone-staging"})}
     definition = json.loads(re.sub(r"\$\{([^}]+)\}", lambda m: values[m[1]], body))
-    (step,) = definition["Steps"]
+    steps = {step["Name"]: step for step in definition["Steps"]}
+    assert set(steps) == {"DriftCheck", "ModelQuality"}
+    step = steps["DriftCheck"]
     arguments = step["Arguments"]["AppSpecification"]["ContainerArguments"]
     options = dict(zip(arguments[::2], arguments[1::2], strict=True))
     assert options["--capture-uri"] == "s3://mlops-test/abalone/datacapture/staging/v2"
@@ -246,3 +254,35 @@ def test_pipeline_mode_runs_drift_check_with_the_baselines(aws):
         assert local.name == Path(inputs[name]["S3Uri"]).name
     assert Path(step["Arguments"]["AppSpecification"]["ContainerEntrypoint"][-1]).parent == (
         Path(inputs["code"]["LocalPath"]))
+
+
+def test_pipeline_mode_checks_model_quality_and_alarms_on_it(aws):
+    """The model quality step reads the stage's capture and ground truth, takes the test
+    metrics of the served package, and emits the metric the alarm (and retraining) watch."""
+    params = aws["configs"]["staging"]["Parameters"]
+    template = load_template(str(TEMPLATE))
+    resources = template["Resources"]
+    body, variables = resources["DriftCheckPipeline"]["Properties"][
+        "PipelineDefinition"]["PipelineDefinitionBody"]["Fn::Sub"]
+    named = {k: v for k, v in variables.items() if k != "KeyArn"}
+    values = {**defaults(template), **params, "AWS::Region": REGION, "KeyArn": "key-arn",
+              **resolve(named, params, {"Endpoint.EndpointName": "abalone-staging"})}
+    definition = json.loads(re.sub(r"\$\{([^}]+)\}", lambda m: values[m[1]], body))
+    step = next(s for s in definition["Steps"] if s["Name"] == "ModelQuality")
+    app = step["Arguments"]["AppSpecification"]
+    options = dict(zip(app["ContainerArguments"][::2], app["ContainerArguments"][1::2],
+                       strict=True))
+    assert options["--capture-uri"] == "s3://mlops-test/abalone/datacapture/staging/v2"
+    assert options["--ground-truth-uri"] == "s3://mlops-test/abalone/ground-truth/staging"
+    assert options["--model-package-arn"] == params["ModelPackageArn"]
+    assert options["--rmse-tolerance"] == "1.2"
+    (code,) = step["Arguments"]["ProcessingInputs"]
+    assert code["S3Input"]["S3Uri"] == params["DriftCheckCodeUri"]
+    script = Path(app["ContainerEntrypoint"][-1])
+    assert script.parent == Path(code["S3Input"]["LocalPath"])
+    assert (build.MONITOR_CODE / script.name).is_file()  # what the deploy build uploads
+    alarm = resources["ModelQualityAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == (options["--metric-namespace"],
+                                                         model_quality.VIOLATIONS_METRIC)
+    pattern = resources["RetrainOnDriftRule"]["Properties"]["EventPattern"]
+    assert {"Fn::GetAtt": ["ModelQualityAlarm", "Arn"]} in pattern["resources"]["Fn::If"][1]

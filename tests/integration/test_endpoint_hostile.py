@@ -10,6 +10,7 @@ import json
 import socket
 import textwrap
 import urllib.request
+import uuid
 
 import pandas as pd
 import pytest
@@ -196,12 +197,15 @@ def post(server, body: bytes, headers: dict) -> tuple[int, http.client.HTTPRespo
 def test_inference_id_is_captured_and_custom_attributes_are_echoed(server, row, state):
     status, reply, _ = post(server, row, {INFERENCE_ID: "order-17/a b", CUSTOM_ATTRIBUTES: "t=1"})
     assert status == 200 and reply.getheader(CUSTOM_ATTRIBUTES) == "t=1"
+    assert reply.getheader(INFERENCE_ID) == "order-17/a b"
     status, reply, _ = post(server, row, {})
     assert status == 200 and reply.getheader(CUSTOM_ATTRIBUTES) is None
+    generated = reply.getheader(INFERENCE_ID)
+    assert str(uuid.UUID(generated)) == generated  # the endpoint's own id, answered
     (_, with_id), (_, without) = captured(state, DESTINATION)
     assert with_id["eventMetadata"]["inferenceId"] == "order-17/a b"
     assert list(with_id["eventMetadata"]) == ["eventId", "inferenceId", "inferenceTime"]
-    assert "inferenceId" not in without["eventMetadata"]
+    assert without["eventMetadata"]["inferenceId"] == generated
 
 
 @pytest.mark.parametrize(

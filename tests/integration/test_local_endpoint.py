@@ -289,8 +289,9 @@ def test_background_process_start_replace_stop(fitted, staging, state, frame):
     model_dir = fitted[0]
     first = start("staging", model_dir, DESTINATION, model_info={"version": 3})
     assert status("staging")["pid"] == first["pid"]
-    code, answer = invoke("staging", csv_rows(frame, 2), CSV, CSV)
+    code, answer, inference_id = invoke("staging", csv_rows(frame, 2), CSV, CSV)
     assert code == 200 and len(answer.decode().splitlines()) == 2
+    assert inference_id  # the endpoint's own, answered
 
     second = start("staging", model_dir, DESTINATION, model_info={"version": 3})
     assert second["pid"] != first["pid"]
