@@ -160,7 +160,8 @@ def test_the_evaluation_gives_the_test_metrics(tmp_path):
 
 
 def test_monitoring_settings_are_read_and_checked(tmp_path):
-    assert variant(tmp_path).monitoring == Monitoring(rmse_tolerance=1.2, retrain_on_violation=False)
+    assert variant(tmp_path).monitoring == Monitoring(rmse_tolerance=1.2,
+                                                      retrain_on_violation=False)
     changed = variant(tmp_path, replace={"rmse_tolerance = 1.2": "rmse_tolerance = 1.5",
                                          "retrain_on_violation = false":
                                          "retrain_on_violation = true"})
