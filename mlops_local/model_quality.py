@@ -25,6 +25,7 @@ from mlops_core import config as mlops_config
 from mlops_core.names import INFERENCE_ID
 from mlops_local.endpoint import lifecycle
 from mlops_local.endpoint.server import header_rules
+from mlops_local.monitor import local_metrics_sink
 from mlops_local.registry import LocalRegistry, RegistryError
 from mlops_local.store import LocalStore, StoreError
 from model_build.scripts import contract
@@ -129,15 +130,6 @@ def package_metrics(registry: LocalRegistry, package_arn: str, store: LocalStore
                                 "statistics (its evaluation.json)") from None
 
 
-def local_metrics_sink(store: LocalStore, uri: str, dimensions: list[dict]):
-    """Keep the metrics CloudWatch would get as one JSON record in the local store."""
-    def put(data: list[dict]) -> None:
-        record = {"Namespace": METRIC_NAMESPACE, "Dimensions": dimensions,
-                  "Timestamp": datetime.now(UTC).isoformat(), "MetricData": data}
-        store.put_bytes(uri, json.dumps(record, indent=2).encode())
-    return put
-
-
 def run_local(stage: str, start: datetime | str | None = None,
               end: datetime | str | None = None, *, cfg: mlops_config.Config | None = None,
               store: LocalStore | None = None, registry: LocalRegistry | None = None
@@ -171,7 +163,7 @@ def run_local(stage: str, start: datetime | str | None = None,
             drift_check.DirectorySource(store.path(truth_uri), truth_uri),
             metrics, store.path(output_uri), window, cfg.monitoring.rmse_tolerance,
             local_metrics_sink(store, f"{prefix}/metrics/model-quality-{stamp}.json",
-                               dimensions))
+                               dimensions, METRIC_NAMESPACE))
     except (model_quality.ModelQualityError, StoreError) as err:
         raise ModelQualityError(f"stage {stage}: {err}") from None
     return result, f"{output_uri}/model_quality.json"

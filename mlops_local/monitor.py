@@ -84,11 +84,11 @@ def _moment(value: datetime | str | None) -> datetime | None:
 
 
 def local_metrics_sink(
-    store: LocalStore, uri: str, dimensions: list[dict]
+    store: LocalStore, uri: str, dimensions: list[dict], namespace: str = METRIC_NAMESPACE
 ) -> drift_check.MetricSink:
     """Keep the metrics CloudWatch would get as one JSON record in the local store."""
     def put(data: list[dict]) -> None:
-        record = {"Namespace": METRIC_NAMESPACE, "Dimensions": dimensions,
+        record = {"Namespace": namespace, "Dimensions": dimensions,
                   "Timestamp": datetime.now(UTC).isoformat(), "MetricData": data}
         store.put_bytes(uri, json.dumps(record, indent=2).encode())
     return put

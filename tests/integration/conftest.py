@@ -7,12 +7,14 @@ fitted on a train split and scored on a held-out split written as preprocess wri
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 
 import pytest
 
 from mlops_local.endpoint.server import make_server
-from tests.helpers import build_model_dir
+from tests.helpers import build_model_dir, run_mlops
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +47,16 @@ def serve(fitted, state):
     for server in servers:
         server.shutdown()
         server.server_close()  # also closes the capture writer
+
+
+@pytest.fixture(scope="module")
+def staging(trained_state, tmp_path_factory):
+    """A copy of the trained state with version 1 approved and deployed to staging, for one
+    test module: (state directory, the endpoint's record). Stopped after the module."""
+    state = tmp_path_factory.mktemp("staging") / "state"
+    shutil.copytree(trained_state, state)
+    assert run_mlops(state, "registry", "approve", "1").returncode == 0
+    deployed = run_mlops(state, "deploy", "staging")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    yield state, json.loads((state / "endpoints" / "staging.json").read_text())
+    run_mlops(state, "endpoint", "stop", "staging")

@@ -6,28 +6,14 @@ retrains and registers a new version pointing at the report."""
 from __future__ import annotations
 
 import json
-import shutil
 import urllib.request
 from datetime import UTC, datetime
-
-import pytest
 
 from mlops_core.names import INFERENCE_ID
 from mlops_local.registry import LocalRegistry
 from tests.helpers import run_mlops, variant
 
 REQUESTS, ROWS = 12, 50  # 600 rows: training-like traffic passes the drift check
-
-
-@pytest.fixture(scope="module")
-def staging(trained_state, tmp_path_factory):
-    state = tmp_path_factory.mktemp("model-quality") / "state"
-    shutil.copytree(trained_state, state)
-    assert run_mlops(state, "registry", "approve", "1").returncode == 0
-    deployed = run_mlops(state, "deploy", "staging")
-    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    yield state, json.loads((state / "endpoints" / "staging.json").read_text())
-    run_mlops(state, "endpoint", "stop", "staging")
 
 
 def model_test_rmse(state) -> float:

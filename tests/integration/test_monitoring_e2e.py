@@ -17,19 +17,6 @@ ROWS = 600  # enough for a 0.1 distribution distance to stand out from sampling 
 BATCH = 50
 
 
-@pytest.fixture(scope="module")
-def staging(trained_state, tmp_path_factory):
-    import shutil
-
-    state = tmp_path_factory.mktemp("monitoring") / "state"
-    shutil.copytree(trained_state, state)
-    assert run_mlops(state, "registry", "approve", "1").returncode == 0
-    deployed = run_mlops(state, "deploy", "staging")
-    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    yield state, json.loads((state / "endpoints" / "staging.json").read_text())
-    run_mlops(state, "endpoint", "stop", "staging")
-
-
 def send(url: str, frame) -> None:
     for start in range(0, len(frame), BATCH):
         body = frame.iloc[start:start + BATCH].to_csv(header=False, index=False).encode()
