@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import traceback
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import connection
 
 PRELOAD = ("mlops_local.warm", "numpy", "pandas", "joblib", "scipy.stats", "sklearn.base",
@@ -57,6 +58,18 @@ def prepare() -> None:
     from multiprocessing import forkserver
 
     forkserver.ensure_running()
+
+
+def process_pool(workers: int, initializer, initargs: tuple) -> ProcessPoolExecutor:
+    """A pool of `workers` processes forked from the fork server, all started here, under
+    _LOCK (see WarmProcess): a pool starts one process per task until it has `workers`."""
+    pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=initializer,
+                               initargs=initargs)
+    with _LOCK:
+        started = [pool.submit(os.getpid) for _ in range(workers)]
+    for future in started:
+        future.result()
+    return pool
 
 
 class WarmProcess:

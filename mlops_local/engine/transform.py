@@ -14,14 +14,15 @@ lines plus error lines equal input lines, and the output is valid CSV.
 The step fails only when no row scored.
 
 MaxConcurrentTransforms is how many mini-batches are scored at once: here that many worker
-processes (at most one per core), each with the model loaded, the answers kept in line order.
+processes (at most one per core), each with the model loaded, taking the object in chunks of
+whole lines (several per worker, none above MaxPayloadInMB) and checking, batching and joining
+its own lines; the chunks' answers are kept in line order.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import multiprocessing
 import os
 import re
 import tarfile
@@ -29,6 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlops_local import warm
 from mlops_local.endpoint.server import Endpoint
 from mlops_local.engine import records
 from mlops_local.engine.errors import StepFailure
@@ -40,16 +42,24 @@ CSV = "text/csv"
 MB = 1024 * 1024
 DEFAULT_PAYLOAD_MB = 6  # CreateTransformJob's default MaxPayloadInMB
 FIRST_MESSAGES = 3
+CHUNKS_PER_WORKER = 4
+MIN_CHUNK_BYTES = 256 * 1024  # below this an object is scored in the engine's own process
 # A row scored alone is "row 1" to the handler; its line number in the file says more.
 _SINGLE_ROW = re.compile(r"^row 1(?:, |: )")
 
 
 @dataclass
 class FileResult:
-    """One input object's outcome."""
+    """One input object's (or one of its chunks') outcome: the output lines as one text."""
 
-    output: list[str] = field(default_factory=list)
+    output: str = ""
+    scored: int = 0
     errors: list[dict] = field(default_factory=list)
+
+    def add(self, other: FileResult) -> None:
+        self.output += other.output
+        self.scored += other.scored
+        self.errors += other.errors
 
 
 def run_transform(arguments: dict, job: Job, registry: LocalRegistry) -> tuple[dict, dict]:
@@ -67,12 +77,12 @@ def run_transform(arguments: dict, job: Job, registry: LocalRegistry) -> tuple[d
     for uri in inputs:
         name = _relative(uri, source)
         result = _transform_file(job.store.path(uri).read_bytes(), scorer, settings)
-        _write(staging / f"{name}.out", "".join(line + "\n" for line in result.output))
+        _write(staging / f"{name}.out", result.output)
         if result.errors:
             _write(staging / f"{name}.errors.jsonl",
                    "".join(json.dumps(e) + "\n" for e in result.errors))
             error_files.append(f"{settings.output}/{name}.errors.jsonl")
-        scored += len(result.output)
+        scored += result.scored
         errors += [{"file": name, **e} for e in result.errors]
     scorer.close()
     _log(job, f"{scored} rows scored, {len(errors)} refused, from {len(inputs)} objects "
@@ -184,23 +194,22 @@ def _unpack_model(model: dict, job: Job, registry: LocalRegistry) -> Path:
 
 
 class Scorer:
-    """Scores mini-batches with the model: in this process, or in `settings.concurrency`
-    worker processes (started on first use) when there is more than one batch to share."""
+    """Scores an object's chunks with the model: in this process when there is one chunk, else
+    in `settings.concurrency` worker processes (started on first use), in chunk order."""
 
     def __init__(self, model_dir: Path, settings: Settings):
         self.model_dir, self.settings = model_dir, settings
-        self.endpoint = Endpoint(model_dir)
+        self.endpoint: Endpoint | None = None
         self.pool: ProcessPoolExecutor | None = None
 
-    def score(self, batches: list[list[tuple[int, str]]]) -> list[FileResult]:
-        if self.settings.concurrency == 1 or len(batches) < 2:
-            return [_score_batch(batch, self.endpoint, self.settings) for batch in batches]
-        if self.pool is None:
-            # spawn: the engine runs steps in threads, and forking a threaded process is unsafe.
-            self.pool = ProcessPoolExecutor(
-                self.settings.concurrency, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_load_worker, initargs=(self.model_dir,))
-        return list(self.pool.map(_score_in_worker, batches, [self.settings] * len(batches)))
+    def score(self, chunks: list[tuple[int, bytes]]) -> list[FileResult]:
+        if self.settings.concurrency == 1 or len(chunks) < 2:
+            self.endpoint = self.endpoint or Endpoint(self.model_dir)
+            return [_transform_chunk(chunk, self.endpoint, self.settings) for chunk in chunks]
+        if self.pool is None:  # forked from the fork server: the libraries are imported
+            self.pool = warm.process_pool(self.settings.concurrency, _load_worker,
+                                          (self.model_dir,))
+        return list(self.pool.map(_transform_in_worker, chunks, [self.settings] * len(chunks)))
 
     def close(self) -> None:
         if self.pool is not None:
@@ -214,28 +223,56 @@ def _load_worker(model_dir: Path) -> None:
     _WORKER["endpoint"] = Endpoint(model_dir)
 
 
-def _score_in_worker(batch: list[tuple[int, str]], settings: Settings) -> FileResult:
-    return _score_batch(batch, _WORKER["endpoint"], settings)
-
-
-def _score_batch(batch: list[tuple[int, str]], endpoint: Endpoint,
-                 settings: Settings) -> FileResult:
-    result = FileResult()
-    _score(batch, endpoint, settings, result)
-    return result
+def _transform_in_worker(chunk: tuple[int, bytes], settings: Settings) -> FileResult:
+    return _transform_chunk(chunk, _WORKER["endpoint"], settings)
 
 
 def _transform_file(data: bytes, scorer: Scorer, settings: Settings) -> FileResult:
-    """Score one input object's lines in mini-batches; refused rows are isolated, not lost."""
+    """Score one input object: its chunks of whole lines, each split into mini-batches."""
     result = FileResult()
+    for part in scorer.score(_chunks(data, _chunk_bytes(len(data), settings))):
+        result.add(part)
+    return result
+
+
+def _chunk_bytes(size: int, settings: Settings) -> int:
+    """How much of an object one worker takes at a time: several chunks per worker, so that
+    no worker idles while another scores the last one; one chunk when there is one worker."""
+    if settings.concurrency == 1:
+        return settings.payload_bytes
+    share = -(-size // (settings.concurrency * CHUNKS_PER_WORKER))
+    return min(settings.payload_bytes, max(MIN_CHUNK_BYTES, share))
+
+
+def _chunks(data: bytes, size: int) -> list[tuple[int, bytes]]:
+    """The object cut after a newline about every `size` bytes (a newline byte is never part of
+    a UTF-8 character), each chunk with the number of its first line."""
+    chunks, start, line = [], 0, 1
+    while start < len(data):
+        cut = data.find(b"\n", start + size - 1)
+        end = len(data) if cut < 0 else cut + 1
+        chunk = data[start:end]
+        chunks.append((line, chunk))
+        line += chunk.count(b"\n")
+        start = end
+    return chunks
+
+
+def _transform_chunk(chunk: tuple[int, bytes], endpoint: Endpoint,
+                     settings: Settings) -> FileResult:
+    """Score a chunk's lines in mini-batches; refused rows are isolated, not lost."""
+    first, data = chunk
+    result = FileResult()
+    # Only a quote or a carriage return can make a line other than one CSV record.
+    plain = b'"' not in data and b"\r" not in data
     batches: list[list[tuple[int, str]]] = [[]]
     size = 0
-    for number, line in enumerate(_lines(data), start=1):
+    for number, line in enumerate(_lines(data), start=first):
         record = len(line.encode()) + 1
         if not line.strip():
             result.errors.append(_error(number, line, "empty line"))
             continue
-        problem = _not_one_record(line)
+        problem = None if plain else _not_one_record(line)
         if problem:
             result.errors.append(_error(number, line, problem))
             continue
@@ -248,15 +285,17 @@ def _transform_file(data: bytes, scorer: Scorer, settings: Settings) -> FileResu
             size = 0
         batches[-1].append((number, line))
         size += record
-    for part in scorer.score([batch for batch in batches if batch]):
-        result.output += part.output
-        result.errors += part.errors
+    output: list[str] = []
+    for batch in batches:
+        if batch:
+            _score(batch, endpoint, settings, output, result.errors)
+    result.output, result.scored = "".join(output), len(output)
     result.errors.sort(key=lambda error: error["line"])
     return result
 
 
 def _lines(data: bytes) -> list[str]:
-    """The object's lines, split on newlines only (as SplitType Line does), without CR."""
+    """The chunk's lines, split on newlines only (as SplitType Line does), without CR."""
     lines = [line.removesuffix("\r") for line in data.decode("utf-8", "replace").split("\n")]
     if lines[-1] == "":  # the newline that ends the last line starts no line
         lines.pop()
@@ -279,7 +318,7 @@ def _not_one_record(line: str) -> str | None:
 
 
 def _score(batch: list[tuple[int, str]], endpoint: Endpoint, settings: Settings,
-           result: FileResult) -> None:
+           output: list[str], errors: list[dict]) -> None:
     """Score rows in one request; when refused, halve the batch until each refusal is one row.
 
     Halving finds k bad rows among n in about k*log2(n) requests (scoring one by one would
@@ -292,19 +331,22 @@ def _score(batch: list[tuple[int, str]], endpoint: Endpoint, settings: Settings,
         if len(answers) != len(batch):
             raise StepFailure(f"the model answered {len(answers)} lines for {len(batch)} rows; "
                               "a batch transform needs one answer per row")
-        for (_, line), answer in zip(batch, answers, strict=True):
-            result.output.append(f"{line},{answer}" if settings.join_input else answer)
+        if settings.join_input:
+            output += [f"{line},{answer}\n" for (_, line), answer in zip(batch, answers,
+                                                                         strict=True)]
+        else:
+            output += [answer + "\n" for answer in answers]
         return
     message = json.loads(payload).get("message", payload.decode(errors="replace"))
     if status >= 500:
         raise StepFailure(f"the model failed on rows {batch[0][0]}-{batch[-1][0]}: {message}")
     if len(batch) == 1:
         number, line = batch[0]
-        result.errors.append(_error(number, line, _SINGLE_ROW.sub("", message)))
+        errors.append(_error(number, line, _SINGLE_ROW.sub("", message)))
         return
     middle = len(batch) // 2
-    _score(batch[:middle], endpoint, settings, result)
-    _score(batch[middle:], endpoint, settings, result)
+    _score(batch[:middle], endpoint, settings, output, errors)
+    _score(batch[middle:], endpoint, settings, output, errors)
 
 
 def _error(number: int, line: str, message: str) -> dict:
