@@ -272,6 +272,9 @@ class _DeadlineReader(io.RawIOBase):
 class InvocationHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
+    # Buffered: the status line, headers and body leave in one send when the request is done
+    # (handle_one_request and finish flush), not one send for the headers and one for the body.
+    wbufsize = 1 << 16
     server: EndpointServer
 
     def setup(self):
@@ -300,6 +303,11 @@ class InvocationHandler(BaseHTTPRequestHandler):
         self.reader.phase(limits.header_timeout)
         self.served += 1
         super().handle_one_request()
+
+    def handle_expect_100(self):
+        answered = super().handle_expect_100()
+        self.wfile.flush()  # the client waits for the interim answer before sending the body
+        return answered
 
     def do_GET(self):
         if "Transfer-Encoding" in self.headers or self.headers.get("Content-Length", "0") != "0":
