@@ -674,6 +674,7 @@ class DriftResult:
     window: dict
     output_dir: Path | None = None
     refusals: list[str] = field(default_factory=list)  # one sentence per refusal problem
+    time: str = ""  # when the check ran, ISO 8601 UTC
 
     @property
     def report_path(self) -> Path | None:
@@ -696,8 +697,8 @@ def drift_metrics(result: DriftResult) -> dict:
         entry = asdict(check)
         entry.pop("plot")
         features.append(entry)
-    return {"verdict": result.verdict, "window": result.window, "records": result.counts,
-            "features": features, "refusals": result.refusals}
+    return {"verdict": result.verdict, "time": result.time, "window": result.window,
+            "records": result.counts, "features": features, "refusals": result.refusals}
 
 
 def metric_data(result: DriftResult) -> list[dict]:
@@ -766,7 +767,8 @@ def run(
                   "end": window.end.isoformat() if window.end else None,
                   "source": source.name}
     result = DriftResult(overall_verdict(features, comparison.violations), features,
-                         comparison.violations, counts, window_doc, refusals=lines)
+                         comparison.violations, counts, window_doc, refusals=lines,
+                         time=datetime.now(UTC).isoformat())
     if output_dir is not None:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)

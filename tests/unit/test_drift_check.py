@@ -15,7 +15,7 @@ from mlops_local import monitor
 from mlops_local.registry import LocalRegistry
 from mlops_local.store import LocalStore
 from model_build.scripts import baseline
-from model_deploy.monitoring import drift_check
+from model_deploy.monitoring import drift_check, model_quality
 from model_deploy.monitoring.drift_check import DirectorySource, DriftCheckError, Window
 
 HOUR = datetime(2026, 11, 23, 15, tzinfo=UTC)
@@ -334,6 +334,51 @@ def test_run_local_checks_the_served_version(deployed, traffic, project_config):
         "feature_baseline_drift_shell_weight"}
     table = monitor.format_table(result)
     assert "shell_weight" in table and "drift" in table and str(result.report_path) in table
+
+
+def quality_run(store, capture_uri: str, lines: list[str], stage_prefix: str) -> None:
+    """A model-quality run of the stage on the capture `lines` (each predicted 9.5), labels
+    9 and 10 in turn, written where `mlops_local.model_quality.run_local` writes."""
+    truth = [json.dumps({"groundTruthData": {"data": str(9 + i % 2), "encoding": "CSV"},
+                         "eventMetadata": {"eventId": json.loads(line)["eventMetadata"][
+                             "eventId"]}, "eventVersion": "0"}) for i, line in enumerate(lines)]
+    folder = store.path(stage_prefix) / "ground-truth" / "2026/11/23/16"
+    folder.mkdir(parents=True)
+    (folder / "part.jsonl").write_text("\n".join(truth) + "\n")
+    model_quality.run(DirectorySource(store.path(capture_uri)), DirectorySource(folder.parent),
+                      {"rmse": 2.0, "mae": 1.5, "r2": 0.5},
+                      store.path(f"{stage_prefix}/model-quality/20261123T160000000000Z"))
+
+
+def test_history_lists_earlier_runs_newest_first_from_what_they_wrote(deployed, traffic,
+                                                                      project_config):
+    store, capture_uri = deployed
+    lines = csv_lines(traffic.iloc[:300])
+    write_capture(store.path(capture_uri), lines)
+    assert monitor.history("staging") == []
+    first = monitor.run_local("staging")
+    prefix = monitor.monitoring_uri(project_config, "staging")
+    quality_run(store, capture_uri, lines, prefix)
+    write_refusals(store.path(capture_uri), [refusal(100, [("unknown category", "sex", "X", 3)])])
+    second = monitor.run_local("staging")
+
+    runs = monitor.history("staging")
+
+    assert [run["kind"] for run in runs] == ["data quality", "model quality", "data quality"]
+    assert [run["uri"] for run in runs[::2]] == [second.output_uri + "/report.html",
+                                                  first.output_uri + "/report.html"]
+    assert runs[2]["report_path"] == first.report_path
+    assert runs[2]["relative_path"] == first.output_uri.rsplit("/", 1)[1] + "/report.html"
+    assert runs[2]["verdict"] == first.verdict
+    assert runs[2]["summary"] == {"rows_checked": 300, "refused_rows": 0, "refused_share": 0.0}
+    assert runs[0]["summary"]["refused_share"] == 100 / 400
+    quality = runs[1]
+    assert quality["verdict"] == "ok"
+    assert quality["report_path"].name == "model_quality.json"
+    assert quality["uri"].startswith(prefix + "/model-quality/")
+    assert quality["summary"]["rmse"] == pytest.approx(0.5)
+    assert quality["summary"]["rmse_threshold"] == pytest.approx(2.4)
+    assert all(datetime.fromisoformat(run["time"]).tzinfo for run in runs)
 
 
 def test_run_local_explains_missing_endpoint_and_other_version(deployed, traffic):
