@@ -187,6 +187,7 @@ def run_local(
     output_uri, metrics_uri = f"{prefix}/{stamp}", f"{prefix}/metrics/{stamp}.json"
     dimensions = [{"Name": "Endpoint", "Value": endpoint.get("endpoint_name")
                    or cfg.endpoint_name(stage)}]
+    earlier = history(stage, cfg=cfg, store=store)
     try:
         source = drift_check.DirectorySource(store.path(endpoint["capture_uri"]),
                                              endpoint["capture_uri"])
@@ -196,7 +197,7 @@ def run_local(
                 window=drift_check.Window(_moment(start), _moment(end)),
                 model_version=int(info["ModelPackageVersion"]),
                 metrics_sink=local_metrics_sink(store, metrics_uri, dimensions),
-                max_refused_share=cfg.monitoring.max_refused_share,
+                max_refused_share=cfg.monitoring.max_refused_share, history=earlier,
             )
             store.upload_dir(Path(scratch), output_uri)
     except (drift_check.DriftCheckError, StoreError) as err:

@@ -168,7 +168,11 @@ def test_refused_traffic_is_named_with_its_share_and_fails_above_the_limit(
     assert result.verdict == "violations"
     assert "50 of 500 rows (10.0%) came in 2 refused requests" in result.violations[-1][
         "description"]
-    assert "carried &#x27;X&#x27;" in (tmp_path / "out" / "report.html").read_text()
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "carried &#x27;X&#x27;" in html
+    sex = html.split('<section id="feature-sex">')[1].split("</section>")[0]
+    assert "<title>X: 34 rows refused</title>" in sex
+    assert "34 rows refused: unknown category &#x27;X&#x27;" in sex
     lenient = check(tmp_path / "v1", baseline_files, max_refused_share=0.2)
     assert lenient.verdict != "violations" and lenient.refusals == result.refusals
 
@@ -379,6 +383,9 @@ def test_history_lists_earlier_runs_newest_first_from_what_they_wrote(deployed, 
     assert quality["summary"]["rmse"] == pytest.approx(0.5)
     assert quality["summary"]["rmse_threshold"] == pytest.approx(2.4)
     assert all(datetime.fromisoformat(run["time"]).tzinfo for run in runs)
+    html = second.report_path.read_text()
+    assert f'<a href="../{runs[2]["relative_path"]}">report</a>' in html
+    assert f'<a href="../{quality["relative_path"]}">' in html
 
 
 def test_run_local_explains_missing_endpoint_and_other_version(deployed, traffic):
