@@ -171,7 +171,8 @@ def refusal_line(problem: dict) -> str:
     """One feature's refused rows: "34 rows refused: unknown category 'X'"."""
     value = problem["value"]
     shown = f" {value!r}" if value is not None and problem["feature"] is not None else ""
-    return f"{problem['rows']} rows refused: {problem['reason']}{shown}"
+    rows = problem["rows"]
+    return f"{rows} row{'' if rows == 1 else 's'} refused: {problem['reason']}{shown}"
 
 
 def feature_section(check, refused: list[dict], sent: int) -> str:
