@@ -240,3 +240,24 @@ def format_table(result: MonitorResult) -> str:
     if counts["probes"]:
         console.print(f"{counts['probes']} gate probes left out")
     return buffer.getvalue() + f"report: {result.report_path}\n"
+
+
+def _key_numbers(run: dict) -> str:
+    numbers = run["summary"]
+    if run["kind"] == "data quality":
+        return (f"{numbers['rows_checked']} rows checked, "
+                f"{numbers['refused_share']:.1%} refused")
+    return (f"{numbers['rows_compared']} rows, rmse {_number(numbers['rmse'])} (bound "
+            f"{_number(numbers['rmse_threshold'])}), mae {_number(numbers['mae'])}, "
+            f"r2 {_number(numbers['r2'])}")
+
+
+def format_history(stage: str, runs: list[dict]) -> str:
+    """`history` as the CLI prints it: one line per run, newest first, ending in its report
+    (whole, to be copied or opened)."""
+    if not runs:
+        return f"no monitoring run of stage {stage} yet: run `mlops monitor run {stage}`\n"
+    lines = [f"{stage}: {len(runs)} monitoring runs, newest first"]
+    lines += [f"{run['time'][:19]}  {run['kind']:<13}  {run['verdict']:<12}  "
+              f"{_key_numbers(run)}  {run['report_path'] or run['uri']}" for run in runs]
+    return "\n".join(lines) + "\n"

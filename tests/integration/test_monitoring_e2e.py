@@ -147,6 +147,10 @@ def test_the_second_run_lists_the_first_in_its_report_and_in_history(
     assert earliest["summary"]["rows_checked"] == 100
     assert earliest["summary"]["refused_share"] == pytest.approx(1 / 101)
     assert any(run["kind"] == "model quality" for run in runs)
+    listed = run_mlops(state, "monitor", "history", "staging")
+    assert listed.returncode == 0, listed.stderr
+    line = next(line for line in listed.stdout.splitlines() if line.endswith(str(first)))
+    assert "data quality" in line and "100 rows checked, 1.0% refused" in line
 
 
 def test_empty_window_is_an_error_not_a_verdict(staging):

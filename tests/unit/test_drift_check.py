@@ -386,6 +386,10 @@ def test_history_lists_earlier_runs_newest_first_from_what_they_wrote(deployed, 
     html = second.report_path.read_text()
     assert f'<a href="../{runs[2]["relative_path"]}">report</a>' in html
     assert f'<a href="../{quality["relative_path"]}">' in html
+    printed = monitor.format_history("staging", runs).splitlines()
+    assert printed[1].endswith(str(second.report_path)) and "25.0% refused" in printed[1]
+    assert "rmse 0.5000 (bound 2.4000), mae 0.5000, r2 0.0000" in printed[2]
+    assert "no monitoring run of stage prod yet" in monitor.format_history("prod", [])
 
 
 def test_run_local_explains_missing_endpoint_and_other_version(deployed, traffic):
