@@ -101,15 +101,17 @@ def history(stage: str, *, cfg: mlops_config.Config | None = None,
             try:
                 document = json.loads(path.read_text())
                 runs.append(_run_entry(kind, document, path, root, prefix))
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            except (OSError, ValueError, KeyError, TypeError, AttributeError,
+                    drift_check.DriftCheckError):
                 continue  # a run that left no readable summary is not part of the history
     return sorted(runs, key=lambda run: drift_check.parse_time(run["time"]), reverse=True)
 
 
 def _run_entry(kind: str, document: dict, path: Path, root: Path, prefix: str) -> dict:
     stamp = path.parent.name  # runs written before summaries carried their time
-    time = document.get("time") or datetime.strptime(stamp, "%Y%m%dT%H%M%S%fZ").replace(
-        tzinfo=UTC).isoformat()
+    moment = (drift_check.parse_time(document["time"]) if document.get("time")
+              else datetime.strptime(stamp, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC))
+    time = moment.astimezone(UTC).isoformat()
     counts = document["records"]
     if kind == "data quality":
         report = path.with_name("report.html")

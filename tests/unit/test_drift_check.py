@@ -365,6 +365,9 @@ def test_history_lists_earlier_runs_newest_first_from_what_they_wrote(deployed, 
     quality_run(store, capture_uri, lines, prefix)
     write_refusals(store.path(capture_uri), [refusal(100, [("unknown category", "sex", "X", 3)])])
     second = monitor.run_local("staging")
+    broken = store.path(prefix) / "20261123T170000000000Z"
+    broken.mkdir()
+    (broken / "drift_metrics.json").write_text('{"verdict": ')  # a run cut off while writing
 
     runs = monitor.history("staging")
 
@@ -383,6 +386,12 @@ def test_history_lists_earlier_runs_newest_first_from_what_they_wrote(deployed, 
     assert quality["summary"]["rmse"] == pytest.approx(0.5)
     assert quality["summary"]["rmse_threshold"] == pytest.approx(2.4)
     assert all(datetime.fromisoformat(run["time"]).tzinfo for run in runs)
+    written = json.loads((first.report_path.parent / "drift_metrics.json").read_text())
+    assert written["time"] == runs[2]["time"]
+    del written["time"]  # as runs written before the summary carried it: the folder's stamp
+    (first.report_path.parent / "drift_metrics.json").write_text(json.dumps(written))
+    stamp = datetime.strptime(first.output_uri.rsplit("/", 1)[1], "%Y%m%dT%H%M%S%fZ")
+    assert monitor.history("staging")[2]["time"] == stamp.replace(tzinfo=UTC).isoformat()
     html = second.report_path.read_text()
     assert f'<a href="../{runs[2]["relative_path"]}">report</a>' in html
     assert f'<a href="../{quality["relative_path"]}">' in html
