@@ -100,7 +100,7 @@ def bars_svg(title: str, plot: dict, refused: dict[str, int] | None = None, sent
             share = shares[category]
             height = _scale(share, 0, top_value, 0, bottom - top)
             x = left + (index + 0.1 + width * offset) * slot
-            tip = (f"{refused[category]} rows refused" if colour == REFUSED_COLOUR
+            tip = (f"{_rows(refused[category])} refused" if colour == REFUSED_COLOUR
                    else f"{share:.3f}")
             parts.append(f'<rect x="{x:.1f}" y="{bottom - height:.1f}" '
                          f'width="{slot * width * 0.9:.1f}" height="{height:.1f}" '
@@ -116,9 +116,8 @@ def bars_svg(title: str, plot: dict, refused: dict[str, int] | None = None, sent
 
 
 def quality_svg(runs: list[dict]) -> str:
-    """RMSE per model-quality run, oldest first, with the model's test RMSE and the tolerance
-    bound as dashed reference lines (per run: a new model version moves them)."""
-    runs = [run for run in runs if run["summary"].get("rmse") is not None]
+    """RMSE per model-quality run that has one, oldest first, with the model's test RMSE and
+    the tolerance bound as dashed reference lines (per run: a new model version moves them)."""
     lines = {"rmse": CURRENT_COLOUR, "test_rmse": TEST_COLOUR, "rmse_threshold": BOUND_COLOUR}
     high = max(run["summary"][key] for run in runs for key in lines) * 1.1
     left, right, top, bottom = PAD, WIDTH - PAD / 2, PAD / 2, HEIGHT - PAD
@@ -149,6 +148,10 @@ def quality_svg(runs: list[dict]) -> str:
     return "".join(parts)
 
 
+def _rows(count: int) -> str:
+    return f"{count} row{'' if count == 1 else 's'}"
+
+
 def _number(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -171,8 +174,7 @@ def refusal_line(problem: dict) -> str:
     """One feature's refused rows: "34 rows refused: unknown category 'X'"."""
     value = problem["value"]
     shown = f" {value!r}" if value is not None and problem["feature"] is not None else ""
-    rows = problem["rows"]
-    return f"{rows} row{'' if rows == 1 else 's'} refused: {problem['reason']}{shown}"
+    return f"{_rows(problem['rows'])} refused: {problem['reason']}{shown}"
 
 
 def feature_section(check, refused: list[dict], sent: int) -> str:
