@@ -414,6 +414,15 @@ def cmd_monitor_run(args) -> int:
     return 0 if result.verdict == "no drift" and quality.verdict != "violation" else 1
 
 
+def cmd_monitor_history(args) -> int:
+    from mlops_local import monitor
+
+    runs = monitor.history(args.stage, cfg=project_config.load())
+    console.print(monitor.format_history(args.stage, runs), markup=False, soft_wrap=True,
+                  end="")
+    return 0
+
+
 def _retrain(config, stage: str, reports: list[str]) -> None:
     """Start the training pipeline on the newest data, as the cloud's alarm does; the new
     package's description names the reports that triggered it."""
@@ -616,6 +625,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", required=True, type=Path, help="CSV of inference id,label (header "
                    "optional); a request of n rows has n lines, in row order")
     p.set_defaults(func=cmd_monitor_ground_truth)
+    p = monitor.add_parser("history", help="a stage's earlier monitoring runs, newest first, "
+                           "with their reports")
+    p.add_argument("stage", choices=STAGES)
+    p.set_defaults(func=cmd_monitor_history)
 
     batch = groups.add_parser("batch", help="batch scoring with the newest approved model"
                               ).add_subparsers(dest="command", required=True)

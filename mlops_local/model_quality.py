@@ -25,7 +25,12 @@ from mlops_core import config as mlops_config
 from mlops_core.names import INFERENCE_ID
 from mlops_local.endpoint import lifecycle
 from mlops_local.endpoint.server import header_rules
-from mlops_local.monitor import local_metrics_sink
+from mlops_local.monitor import (
+    MODEL_QUALITY,
+    MODEL_QUALITY_FOLDER,
+    local_metrics_sink,
+    monitoring_uri,
+)
 from mlops_local.registry import LocalRegistry, RegistryError
 from mlops_local.store import LocalStore, StoreError
 from model_build.scripts import contract
@@ -151,8 +156,8 @@ def run_local(stage: str, start: datetime | str | None = None,
                                 "no data capture")
     metrics = package_metrics(registry, info["ModelPackageArn"], store)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    prefix = f"s3://{cfg.local['bucket']}/{cfg.project}/monitoring/{stage}"
-    output_uri = f"{prefix}/model-quality/{stamp}"
+    prefix = monitoring_uri(cfg, stage)
+    output_uri = f"{prefix}/{MODEL_QUALITY_FOLDER}/{stamp}"
     dimensions = [{"Name": "Endpoint",
                    "Value": endpoint.get("endpoint_name") or cfg.endpoint_name(stage)}]
     truth_uri = ground_truth_uri(cfg, stage)
@@ -166,7 +171,7 @@ def run_local(stage: str, start: datetime | str | None = None,
                                dimensions, METRIC_NAMESPACE))
     except (model_quality.ModelQualityError, StoreError) as err:
         raise ModelQualityError(f"stage {stage}: {err}") from None
-    return result, f"{output_uri}/model_quality.json"
+    return result, f"{output_uri}/{MODEL_QUALITY}"
 
 
 def _number(value: float | None) -> str:

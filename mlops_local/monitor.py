@@ -6,6 +6,7 @@ check (`model_deploy/monitoring/drift_check.py`, the same script the Processing 
 writes its outputs under `s3://<local bucket>/<project>/monitoring/<stage>/<timestamp>/`.
 Requests the endpoint refused are counted beside the drift, and fail the check above
 `[monitoring] max_refused_share` of the rows; the staging gate's probes are left out.
+`history` lists the stage's earlier data-quality and model-quality runs from what they wrote.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from mlops_local.store import LocalStore, StoreError
 from model_deploy.monitoring import drift_check
 
 METRIC_NAMESPACE = "aws/sagemaker/Endpoints/data-metrics"
+DRIFT_METRICS, MODEL_QUALITY = "drift_metrics.json", "model_quality.json"
+MODEL_QUALITY_FOLDER = "model-quality"
 
 
 class MonitorError(ValueError):
@@ -72,6 +75,61 @@ def baseline_uris(registry: LocalRegistry, package_arn: str) -> tuple[str, str]:
             f"model package {package_arn} registers no data-quality baseline "
             "(DriftCheckBaselines.ModelDataQuality.Statistics/Constraints)"
         ) from None
+
+
+def monitoring_uri(cfg: mlops_config.Config, stage: str) -> str:
+    """The prefix every monitoring run of the stage writes under."""
+    return f"s3://{cfg.local['bucket']}/{cfg.project}/monitoring/{stage}"
+
+
+def history(stage: str, *, cfg: mlops_config.Config | None = None,
+            store: LocalStore | None = None) -> list[dict]:
+    """The stage's earlier monitoring runs, newest first, read from the files each run wrote:
+    kind ("data quality" or "model quality"), time, verdict, window, report_path (the local
+    report.html or model_quality.json, None if missing), uri, relative_path (under the stage's
+    monitoring prefix) and summary (rows checked and refused share, or rmse, mae and r2)."""
+    cfg = cfg or mlops_config.load()
+    store = store or LocalStore()
+    prefix = monitoring_uri(cfg, stage)
+    root = store.path(prefix)
+    runs = []
+    for kind, pattern in (("data quality", f"*/{DRIFT_METRICS}"),
+                          ("model quality", f"{MODEL_QUALITY_FOLDER}/*/{MODEL_QUALITY}")):
+        for path in root.glob(pattern):
+            if path.parent.name.endswith(".partial"):  # a run's outputs still being copied
+                continue
+            try:
+                document = json.loads(path.read_text())
+                runs.append(_run_entry(kind, document, path, root, prefix))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError,
+                    drift_check.DriftCheckError):
+                continue  # a run that left no readable summary is not part of the history
+    return sorted(runs, key=lambda run: drift_check.parse_time(run["time"]), reverse=True)
+
+
+def _run_entry(kind: str, document: dict, path: Path, root: Path, prefix: str) -> dict:
+    stamp = path.parent.name  # runs written before summaries carried their time
+    moment = (drift_check.parse_time(document["time"]) if document.get("time")
+              else datetime.strptime(stamp, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC))
+    time = moment.astimezone(UTC).isoformat()
+    counts = document["records"]
+    if kind == "data quality":
+        report = path.with_name("report.html")
+        sent = counts["rows"] + counts["refused_rows"]
+        summary = {"rows_checked": counts["rows_checked"], "refused_rows": counts["refused_rows"],
+                   "refused_share": counts["refused_rows"] / sent if sent else 0.0}
+    else:
+        report = path
+        metrics, tests = document["metrics"], document["test_metrics"]
+        summary = {"rows_compared": counts["rows_compared"], "rmse": metrics["rmse"],
+                   "mae": metrics["mae"], "r2": metrics["r2"], "test_rmse": tests["rmse"],
+                   "rmse_threshold": document["rmse_threshold"]}
+    relative = report.relative_to(root).as_posix()
+    window = document.get("window") or {}
+    return {"kind": kind, "time": time, "verdict": document["verdict"],
+            "window": {"start": window.get("start"), "end": window.get("end")},
+            "report_path": report if report.is_file() else None,
+            "uri": f"{prefix}/{relative}", "relative_path": relative, "summary": summary}
 
 
 def _moment(value: datetime | str | None) -> datetime | None:
@@ -127,10 +185,11 @@ def run_local(
         raise MonitorError(f"the endpoint of stage {stage} has no data capture configured")
     statistics_uri, constraints_uri = baseline_uris(registry, info["ModelPackageArn"])
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    prefix = f"s3://{cfg.local['bucket']}/{cfg.project}/monitoring/{stage}"
+    prefix = monitoring_uri(cfg, stage)
     output_uri, metrics_uri = f"{prefix}/{stamp}", f"{prefix}/metrics/{stamp}.json"
     dimensions = [{"Name": "Endpoint", "Value": endpoint.get("endpoint_name")
                    or cfg.endpoint_name(stage)}]
+    earlier = history(stage, cfg=cfg, store=store)
     try:
         source = drift_check.DirectorySource(store.path(endpoint["capture_uri"]),
                                              endpoint["capture_uri"])
@@ -140,7 +199,7 @@ def run_local(
                 window=drift_check.Window(_moment(start), _moment(end)),
                 model_version=int(info["ModelPackageVersion"]),
                 metrics_sink=local_metrics_sink(store, metrics_uri, dimensions),
-                max_refused_share=cfg.monitoring.max_refused_share,
+                max_refused_share=cfg.monitoring.max_refused_share, history=earlier,
             )
             store.upload_dir(Path(scratch), output_uri)
     except (drift_check.DriftCheckError, StoreError) as err:
@@ -183,3 +242,24 @@ def format_table(result: MonitorResult) -> str:
     if counts["probes"]:
         console.print(f"{counts['probes']} gate probes left out")
     return buffer.getvalue() + f"report: {result.report_path}\n"
+
+
+def _key_numbers(run: dict) -> str:
+    numbers = run["summary"]
+    if run["kind"] == "data quality":
+        return (f"{numbers['rows_checked']} rows checked, "
+                f"{numbers['refused_share']:.1%} refused")
+    return (f"{numbers['rows_compared']} rows, rmse {_number(numbers['rmse'])} (bound "
+            f"{_number(numbers['rmse_threshold'])}), mae {_number(numbers['mae'])}, "
+            f"r2 {_number(numbers['r2'])}")
+
+
+def format_history(stage: str, runs: list[dict]) -> str:
+    """`history` as the CLI prints it: one line per run, newest first, ending in its report
+    (whole, to be copied or opened)."""
+    if not runs:
+        return f"no monitoring run of stage {stage} yet: run `mlops monitor run {stage}`\n"
+    lines = [f"{stage}: {len(runs)} monitoring runs, newest first"]
+    lines += [f"{run['time'][:19]}  {run['kind']:<13}  {run['verdict']:<12}  "
+              f"{_key_numbers(run)}  {run['report_path'] or run['uri']}" for run in runs]
+    return "\n".join(lines) + "\n"

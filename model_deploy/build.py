@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops_core import targets, templates
-from mlops_core.config import ROOT, Config, ConfigError
+from mlops_core.config import ROOT, Config, ConfigError, Monitoring
 from mlops_core.config import load as load_config
 from mlops_core.files import content_hash
 from mlops_core.names import STAGES
@@ -73,6 +73,7 @@ class Names:
     drift_check_image_uri: str = ""
     monitor_image_uri: str = ""
     kms_key_arn: str = ""  # the project's key; empty: the endpoint stack creates its own
+    rmse_tolerance: float = Monitoring.rmse_tolerance  # mlops.toml's, as the local check uses
 
     def parameters(self) -> dict[str, str]:
         return {
@@ -84,6 +85,7 @@ class Names:
             "DriftCheckImageUri": self.drift_check_image_uri,
             "MonitorImageUri": self.monitor_image_uri,
             "KmsKeyArn": self.kms_key_arn,
+            "ModelQualityRmseTolerance": str(self.rmse_tolerance),
         }
 
 
@@ -313,7 +315,7 @@ def project_names(config: Config, target: Target) -> Names:
         retrain_pipeline=config.pipeline_name,
         drift_check_code_uri=monitor_code(target, config.project)[0],
         drift_check_image_uri=sklearn_image, monitor_image_uri=monitor_image,
-        kms_key_arn=project_kms_key(target),
+        kms_key_arn=project_kms_key(target), rmse_tolerance=config.monitoring.rmse_tolerance,
     )
 
 

@@ -300,6 +300,12 @@ class Refusals:
     probes: int = 0
     problems: dict = field(default_factory=dict)  # (reason, feature, value) -> bad rows
 
+    def by_feature(self) -> list[dict]:
+        """The problems as {reason, feature, value, rows}, most rows first."""
+        ordered = sorted(self.problems.items(), key=lambda item: -item[1])
+        return [{"reason": reason, "feature": feature, "value": value, "rows": rows}
+                for (reason, feature, value), rows in ordered]
+
     def lines(self, total_rows: int) -> list[str]:
         """One sentence per problem, most rows first, with its share of all rows sent."""
         ordered = sorted(self.problems.items(), key=lambda item: -item[1])
@@ -674,6 +680,8 @@ class DriftResult:
     window: dict
     output_dir: Path | None = None
     refusals: list[str] = field(default_factory=list)  # one sentence per refusal problem
+    refused: list[dict] = field(default_factory=list)  # Refusals.by_feature
+    time: str = ""  # when the check ran, ISO 8601 UTC
 
     @property
     def report_path(self) -> Path | None:
@@ -696,8 +704,9 @@ def drift_metrics(result: DriftResult) -> dict:
         entry = asdict(check)
         entry.pop("plot")
         features.append(entry)
-    return {"verdict": result.verdict, "window": result.window, "records": result.counts,
-            "features": features, "refusals": result.refusals}
+    return {"verdict": result.verdict, "time": result.time, "window": result.window,
+            "records": result.counts, "features": features, "refusals": result.refusals,
+            "refused": result.refused}
 
 
 def metric_data(result: DriftResult) -> list[dict]:
@@ -733,8 +742,10 @@ def run(
     metrics_sink: MetricSink | None = None,
     max_refused_share: float = DEFAULT_MAX_REFUSED_SHARE,
     include_probes: bool = False,
+    history: list[dict] | None = None,
 ) -> DriftResult:
-    """Check the window's traffic; write the outputs to output_dir and emit the metrics."""
+    """Check the window's traffic; write the outputs to output_dir and emit the metrics.
+    `history` lists the stage's earlier runs for the report (see `report.render_report`)."""
     window = window or Window()
     baseline = load_baseline(statistics_path, constraints_path)
     names = feature_names or baseline.names
@@ -766,14 +777,15 @@ def run(
                   "end": window.end.isoformat() if window.end else None,
                   "source": source.name}
     result = DriftResult(overall_verdict(features, comparison.violations), features,
-                         comparison.violations, counts, window_doc, refusals=lines)
+                         comparison.violations, counts, window_doc, refusals=lines,
+                         refused=refusals.by_feature(), time=datetime.now(UTC).isoformat())
     if output_dir is not None:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json(output_dir / "constraint_violations.json",
                    {"violations": comparison.violations})
         write_json(output_dir / "drift_metrics.json", drift_metrics(result))
-        (output_dir / "report.html").write_text(render_report(result))
+        (output_dir / "report.html").write_text(render_report(result, history))
         result.output_dir = output_dir
     if metrics_sink is not None:
         metrics_sink(metric_data(result))

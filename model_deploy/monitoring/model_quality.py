@@ -34,6 +34,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,7 @@ class QualityResult:
     window: dict
     output_dir: Path | None = None
     examples: list[str] = field(default_factory=list)
+    time: str = ""  # when the check ran, ISO 8601 UTC
 
 
 # ---------------------------------------------------------------------------- reading values
@@ -230,7 +232,8 @@ def metric_data(result: QualityResult) -> list[dict]:
 
 
 def summary(result: QualityResult) -> dict:
-    return {"verdict": result.verdict, "window": result.window, "metrics": result.metrics,
+    return {"verdict": result.verdict, "time": result.time, "window": result.window,
+            "metrics": result.metrics,
             "test_metrics": result.test_metrics, "rmse_tolerance": result.rmse_tolerance,
             "rmse_threshold": result.rmse_threshold, "records": result.counts,
             "violations": result.violations, "invalid_examples": result.examples}
@@ -269,7 +272,7 @@ def run(
         {"start": window.start.isoformat() if window.start else None,
          "end": window.end.isoformat() if window.end else None,
          "capture": capture_source.name, "ground_truth": ground_truth_source.name},
-        examples=predictions.examples + labels.examples,
+        examples=predictions.examples + labels.examples, time=datetime.now(UTC).isoformat(),
     )
     if output_dir is not None:
         output_dir = Path(output_dir)

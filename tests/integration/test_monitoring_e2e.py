@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from mlops_local import monitor
 from model_deploy.gate import post
 from tests.helpers import run_mlops
 
@@ -113,6 +115,42 @@ def test_a_new_category_refused_upstream_is_named_with_its_count_and_share(
     assert ("sex: 206 of 500 rows (41%) carried 'X', not a category of the schema"
             in result.stdout), result.stdout
     assert "refused: 1 requests with 500 rows" in result.stdout
+
+
+def report_of(result) -> Path:
+    line = next(line for line in result.stdout.splitlines() if line.startswith("report:"))
+    return Path(line.split(": ", 1)[1])
+
+
+def test_the_second_run_lists_the_first_in_its_report_and_in_history(
+        staging, abalone, project_config, monkeypatch):
+    state, endpoint = staging
+    start = datetime.now(UTC).isoformat()
+    rows = abalone[project_config.feature_names].sample(101, random_state=9).copy()
+    rows.loc[rows.index[0], "sex"] = "X"
+    assert post(endpoint["url"], rows.iloc[:1].to_csv(header=False, index=False).encode(),
+                "text/csv", "text/csv")[0] == 400
+    send(endpoint["url"], rows.iloc[1:])
+    first, second = (report_of(run_mlops(state, "monitor", "run", "staging", "--start", start))
+                     for _ in range(2))
+
+    html = second.read_text()
+    earlier = html.split("<h2>Earlier reports</h2>")[1]
+    assert f'<a href="../{first.parent.name}/report.html">report</a>' in earlier
+    sex = html.split('<section id="feature-sex">')[1].split("</section>")[0]
+    assert "1 row refused: unknown category &#x27;X&#x27;" in sex
+    monkeypatch.setenv("MLOPS_HOME", str(state))
+    runs = monitor.history("staging")
+    reports = [run["report_path"] for run in runs if run["kind"] == "data quality"]
+    assert reports[:2] == [second, first]
+    earliest = next(run for run in runs if run["report_path"] == first)
+    assert earliest["summary"]["rows_checked"] == 100
+    assert earliest["summary"]["refused_share"] == pytest.approx(1 / 101)
+    assert any(run["kind"] == "model quality" for run in runs)
+    listed = run_mlops(state, "monitor", "history", "staging")
+    assert listed.returncode == 0, listed.stderr
+    line = next(line for line in listed.stdout.splitlines() if line.endswith(str(first)))
+    assert "data quality" in line and "100 rows checked, 1.0% refused" in line
 
 
 def test_empty_window_is_an_error_not_a_verdict(staging):

@@ -10,10 +10,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from mlops_core import targets
 from mlops_core.config import load as load_config
 from mlops_local.registry import LocalRegistry
+from mlops_local.store import LocalStore
 from model_deploy import build
-from tests.helpers import NAMES, REGION, register, set_status
+from tests.helpers import NAMES, REGION, register, set_status, variant
 
 # The batch stack needs the project stack's key (the endpoint stacks make their own without).
 BATCH_NAMES = dataclasses.replace(
@@ -103,6 +105,22 @@ def test_outputs_merge_stage_files_with_package_and_names(registry, tmp_path, re
     prod = json.loads((out / "prod-config.json").read_text())["Parameters"]
     assert int(prod["MinCapacity"]) >= 2
     assert prod["DeploymentStrategy"] == "Linear"
+
+
+def test_the_rmse_tolerance_of_mlops_toml_reaches_every_stage_stack(registry, tmp_path,
+                                                                    request):
+    group = f"tolerance-{request.node.callspec.id}"
+    (arn,) = register(registry, group, 1)
+    set_status(registry, arn, "Approved")
+    config = variant(tmp_path, replace={"rmse_tolerance = 1.2": "rmse_tolerance = 1.35"})
+    names = build.project_names(config, targets.local(config, LocalStore(tmp_path / "s3")))
+
+    build.build(registry, group, names, tmp_path / "out")
+
+    for stage in build.STAGES:
+        params = json.loads((tmp_path / "out" / f"{stage}-config.json").read_text())["Parameters"]
+        assert params["ModelQualityRmseTolerance"] == "1.35"
+    assert "ModelQualityRmseTolerance" in build.template_parameters()
 
 
 def test_no_approved_package_fails_and_writes_nothing(registry, tmp_path, request):

@@ -15,7 +15,7 @@ from mlops_local import monitor
 from mlops_local.registry import LocalRegistry
 from mlops_local.store import LocalStore
 from model_build.scripts import baseline
-from model_deploy.monitoring import drift_check
+from model_deploy.monitoring import drift_check, model_quality
 from model_deploy.monitoring.drift_check import DirectorySource, DriftCheckError, Window
 
 HOUR = datetime(2026, 11, 23, 15, tzinfo=UTC)
@@ -168,7 +168,11 @@ def test_refused_traffic_is_named_with_its_share_and_fails_above_the_limit(
     assert result.verdict == "violations"
     assert "50 of 500 rows (10.0%) came in 2 refused requests" in result.violations[-1][
         "description"]
-    assert "carried &#x27;X&#x27;" in (tmp_path / "out" / "report.html").read_text()
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "carried &#x27;X&#x27;" in html
+    sex = html.split('<section id="feature-sex">')[1].split("</section>")[0]
+    assert "<title>X: 34 rows refused</title>" in sex
+    assert "34 rows refused: unknown category &#x27;X&#x27;" in sex
     lenient = check(tmp_path / "v1", baseline_files, max_refused_share=0.2)
     assert lenient.verdict != "violations" and lenient.refusals == result.refusals
 
@@ -334,6 +338,67 @@ def test_run_local_checks_the_served_version(deployed, traffic, project_config):
         "feature_baseline_drift_shell_weight"}
     table = monitor.format_table(result)
     assert "shell_weight" in table and "drift" in table and str(result.report_path) in table
+
+
+def quality_run(store, capture_uri: str, lines: list[str], stage_prefix: str) -> None:
+    """A model-quality run of the stage on the capture `lines` (each predicted 9.5), labels
+    9 and 10 in turn, written where `mlops_local.model_quality.run_local` writes."""
+    truth = [json.dumps({"groundTruthData": {"data": str(9 + i % 2), "encoding": "CSV"},
+                         "eventMetadata": {"eventId": json.loads(line)["eventMetadata"][
+                             "eventId"]}, "eventVersion": "0"}) for i, line in enumerate(lines)]
+    folder = store.path(stage_prefix) / "ground-truth" / "2026/11/23/16"
+    folder.mkdir(parents=True)
+    (folder / "part.jsonl").write_text("\n".join(truth) + "\n")
+    model_quality.run(DirectorySource(store.path(capture_uri)), DirectorySource(folder.parent),
+                      {"rmse": 2.0, "mae": 1.5, "r2": 0.5},
+                      store.path(f"{stage_prefix}/model-quality/20261123T160000000000Z"))
+
+
+def test_history_lists_earlier_runs_newest_first_from_what_they_wrote(deployed, traffic,
+                                                                      project_config):
+    store, capture_uri = deployed
+    lines = csv_lines(traffic.iloc[:300])
+    write_capture(store.path(capture_uri), lines)
+    assert monitor.history("staging") == []
+    first = monitor.run_local("staging")
+    prefix = monitor.monitoring_uri(project_config, "staging")
+    quality_run(store, capture_uri, lines, prefix)
+    write_refusals(store.path(capture_uri), [refusal(100, [("unknown category", "sex", "X", 3)])])
+    second = monitor.run_local("staging")
+    broken = store.path(prefix) / "20261123T170000000000Z"
+    broken.mkdir()
+    (broken / "drift_metrics.json").write_text('{"verdict": ')  # a run cut off while writing
+
+    runs = monitor.history("staging")
+
+    assert [run["kind"] for run in runs] == ["data quality", "model quality", "data quality"]
+    assert [run["uri"] for run in runs[::2]] == [second.output_uri + "/report.html",
+                                                  first.output_uri + "/report.html"]
+    assert runs[2]["report_path"] == first.report_path
+    assert runs[2]["relative_path"] == first.output_uri.rsplit("/", 1)[1] + "/report.html"
+    assert runs[2]["verdict"] == first.verdict
+    assert runs[2]["summary"] == {"rows_checked": 300, "refused_rows": 0, "refused_share": 0.0}
+    assert runs[0]["summary"]["refused_share"] == 100 / 400
+    quality = runs[1]
+    assert quality["verdict"] == "ok"
+    assert quality["report_path"].name == "model_quality.json"
+    assert quality["uri"].startswith(prefix + "/model-quality/")
+    assert quality["summary"]["rmse"] == pytest.approx(0.5)
+    assert quality["summary"]["rmse_threshold"] == pytest.approx(2.4)
+    assert all(datetime.fromisoformat(run["time"]).tzinfo for run in runs)
+    written = json.loads((first.report_path.parent / "drift_metrics.json").read_text())
+    assert written["time"] == runs[2]["time"]
+    del written["time"]  # as runs written before the summary carried it: the folder's stamp
+    (first.report_path.parent / "drift_metrics.json").write_text(json.dumps(written))
+    stamp = datetime.strptime(first.output_uri.rsplit("/", 1)[1], "%Y%m%dT%H%M%S%fZ")
+    assert monitor.history("staging")[2]["time"] == stamp.replace(tzinfo=UTC).isoformat()
+    html = second.report_path.read_text()
+    assert f'<a href="../{runs[2]["relative_path"]}">report</a>' in html
+    assert f'<a href="../{quality["relative_path"]}">' in html
+    printed = monitor.format_history("staging", runs).splitlines()
+    assert printed[1].endswith(str(second.report_path)) and "25.0% refused" in printed[1]
+    assert "rmse 0.5000 (bound 2.4000), mae 0.5000, r2 0.0000" in printed[2]
+    assert "no monitoring run of stage prod yet" in monitor.format_history("prod", [])
 
 
 def test_run_local_explains_missing_endpoint_and_other_version(deployed, traffic):
