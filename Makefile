@@ -9,13 +9,16 @@ STAGE ?= staging
 TARGET ?= local
 VERSION ?=
 
-.PHONY: install install-runtime test-fast pipeline rehearse definition upsert run-aws test lint bench registry \
+.PHONY: install install-runtime install-all test-fast pipeline rehearse definition upsert run-aws test lint bench registry \
         approve reject \
         deploy-build deploy-staging deploy-prod invoke batch deploy-batch endpoint-test endpoint-status endpoint-stop \
         monitor deploy-infra destroy-infra clean
 
 install: $(STAMP)
 install-runtime: $(RUNTIME_STAMP)
+# Every environment `make test` uses (the project's, checkov's, taskcat's); independent, so
+# `make -j3 install-all` fills them at once.
+install-all: install $(CHECKOV) $(TASKCAT)
 
 # uv installs the same packages as pip in a fraction of the time (parallel downloads, no build
 # isolation rebuilds); it is bootstrapped into each venv by pip. Bytecode is compiled at install
