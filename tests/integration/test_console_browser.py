@@ -96,8 +96,16 @@ def test_review_deploy_gate_promote_and_monitor(console):
     page.click("a:has-text('report') >> nth=0")
     assert "staging" in page.content() and "<svg" in page.content()
 
-    if SCREENSHOTS:
-        page.goto(f"{base}/executions")
-        shot(page, "executions")
-        page.click("tbody a >> nth=0")
-        shot(page, "execution")
+    page.goto(f"{base}/executions")
+    before = page.locator("tbody tr").count()
+    page.click("button:has-text('Start a pipeline run')")
+    assert flash(page).startswith("pipeline run started with the configured parameters")
+    # the page follows the run by itself (live.js polling), with no reload
+    playwright.expect(page.locator("#live tbody tr")).to_have_count(before + 1, timeout=300_000)
+    playwright.expect(page.locator("body")).to_have_attribute("data-live", "false",
+                                                              timeout=300_000)
+    assert page.locator("tbody tr").first.locator(".status").inner_text() == "Succeeded"
+    shot(page, "executions")
+    page.click("tbody a >> nth=0")
+    assert "cached from" in page.locator("table").first.inner_text()  # nothing changed
+    shot(page, "execution")
