@@ -54,7 +54,6 @@ def test_review_deploy_gate_promote_and_monitor(console):
     page, base, state = console
     page.goto(f"{base}/registry")
     assert "PendingManualApproval" in page.locator("table").inner_text()
-    shot(page, "registry")
 
     page.click("text=version 1")
     assert page.locator("h1").inner_text() == "abalone-models version 1"
@@ -109,3 +108,6 @@ def test_review_deploy_gate_promote_and_monitor(console):
     page.click("tbody a >> nth=0")
     assert "cached from" in page.locator("table").first.inner_text()  # nothing changed
     shot(page, "execution")
+    page.goto(f"{base}/registry")
+    assert "staging, prod" in page.locator("tbody tr").last.inner_text()
+    shot(page, "registry")
