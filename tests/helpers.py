@@ -298,7 +298,7 @@ def console_server(state: Path):
     patch = pytest.MonkeyPatch()
     patch.setenv("MLOPS_HOME", str(state))
     httpd = server.make_server(0)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd.RequestHandlerClass.console.token
     finally:

@@ -279,8 +279,7 @@ class Handler(BaseHTTPRequestHandler):
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
+        self.wfile.write(response.body)
 
 def make_server(port: int = DEFAULT_PORT, cfg: project_config.Config | None = None
                 ) -> ThreadingHTTPServer:

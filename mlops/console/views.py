@@ -4,6 +4,7 @@ record and the monitoring runs. Every function returns plain data for a template
 
 from __future__ import annotations
 
+import json
 import re
 import tarfile
 from datetime import datetime
@@ -135,8 +136,6 @@ def _model_member(pkg: dict, store: LocalStore, name: str) -> bytes | None:
 
 
 def _comparison(pkg: dict, store: LocalStore) -> dict | None:
-    import json
-
     data = _model_member(pkg, store, "comparison.json")
     try:
         return json.loads(data) if data else None
@@ -153,8 +152,6 @@ def comparison_plot(cfg: Config, version: str) -> bytes:
 
 def _baseline(quality: dict, store: LocalStore) -> list[dict]:
     """One row per feature of the data-quality baseline statistics."""
-    import json
-
     try:
         statistics = json.loads(store.path(quality["Statistics"]["S3Uri"]).read_text())
     except (KeyError, StoreError, OSError, ValueError):

@@ -111,3 +111,10 @@ def test_review_deploy_gate_promote_and_monitor(console):
     page.goto(f"{base}/registry")
     assert "staging, prod" in page.locator("tbody tr").last.inner_text()
     shot(page, "registry")
+
+    page.goto(f"{base}/deployments")
+    page.click("#endpoint-prod button:has-text('Stop')")
+    assert flash(page) == "prod endpoint stopped"
+    page.goto(f"{base}/deployments/prod")
+    assert page.locator("h1").inner_text() == "the prod endpoint is stopped"
+    assert "mlops deploy prod" in page.locator("p.message").inner_text()
