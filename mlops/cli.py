@@ -503,7 +503,11 @@ def cmd_infra_outputs(args) -> int:
 def cmd_console(args) -> int:
     from mlops.console import server
 
-    httpd = server.make_server(args.port)
+    try:
+        httpd = server.make_server(args.port)
+    except OSError as err:
+        raise UsageError(f"cannot listen on {server.HOST}:{args.port}: {err.strerror}; choose "
+                         "another port with --port") from None
     console.print(f"console: http://{server.HOST}:{httpd.server_address[1]}/ (Ctrl-C stops "
                   "it; pipeline and monitoring runs it started go on)")
     try:

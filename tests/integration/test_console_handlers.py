@@ -5,6 +5,10 @@ registered, PendingManualApproval)."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -163,3 +167,21 @@ def test_an_unexpected_error_is_a_one_line_page(console, monkeypatch, capsys):
     assert "secret detail" not in body and "Traceback" not in body
     assert "secret detail" in capsys.readouterr().err
     assert http(base, "GET", "/nowhere")[0] == 404
+
+
+def test_the_command_prints_its_url_and_refuses_a_busy_port(fresh_state):
+    env = {**os.environ, "MLOPS_HOME": str(fresh_state), "COLUMNS": "200"}
+    process = subprocess.Popen([sys.executable, "-m", "mlops.cli", "console", "--port", "0"],
+                               env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        base = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        assert base, line
+        assert http(base.group(0), "GET", "/registry")[0] == 200
+        busy = run_mlops(fresh_state, "console", "--port", base.group(1))
+        assert busy.returncode == 2
+        assert f"cannot listen on 127.0.0.1:{base.group(1)}" in busy.stderr
+        assert "Traceback" not in busy.stderr
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
