@@ -160,14 +160,15 @@ PAGES = [
     (r"/static/([A-Za-z0-9_.-]+)", static_file),
 ]
 
-# (path, action(console, form, *groups) -> message, the page to go back to)
+# (path, action(console, form, *groups) -> message, the page to go back to); the groups are
+# path segments as sent, still percent-encoded
 ACTIONS = [
     (r"/registry/([^/]+)/approve",
      lambda c, form, v: actions.set_status(c.cfg, v, "Approved", form.get("comment", "")),
-     lambda v: f"/registry/{quote(v)}"),
+     lambda v: f"/registry/{quote(v, safe='%')}"),
     (r"/registry/([^/]+)/reject",
      lambda c, form, v: actions.set_status(c.cfg, v, "Rejected", form.get("comment", "")),
-     lambda v: f"/registry/{quote(v)}"),
+     lambda v: f"/registry/{quote(v, safe='%')}"),
     (r"/executions/run", lambda c, form: actions.run_pipeline(c.background),
      lambda: "/executions"),
     (r"/deployments/([^/]+)/deploy", lambda c, form, s: actions.deploy_stage(c.cfg, s),

@@ -74,8 +74,8 @@ def test_reject_twice_is_refused(console):
 ])
 def test_unknown_or_malformed_versions(console, version, expected):
     base, token, _ = console
-    _, message, kind = act(base, token, f"/registry/{version}/approve")
-    assert kind == "error" and expected in message
+    path, message, kind = act(base, token, f"/registry/{version}/approve")
+    assert (path, kind) == (f"/registry/{version}", "error") and expected in message
     status, _, body = http(base, "GET", f"/registry/{version}")
     assert status == 404 and "no such model version" in body and "Traceback" not in body
 
