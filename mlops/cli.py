@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mlops.console import DEFAULT_PORT
 from mlops_core import config as project_config
 from mlops_core.names import STAGES, TARGETS
 from model_build.sagemaker_pipeline import WAIT_MINUTES
@@ -228,8 +229,8 @@ def _metric(package: dict, config) -> str:
 def _set_status(version: str, status: str, note: str) -> int:
     from mlops_local import review
 
-    change = review.set_status(project_config.load().model_package_group, version, status,
-                                 note)
+    group = project_config.load().model_package_group
+    change = review.set_status(group, version, status, note)
     if not change.changed:
         console.print(f"{change.name} is already {status}; nothing changed")
         return 0
@@ -633,8 +634,6 @@ def build_parser() -> argparse.ArgumentParser:
                          "deploy pipeline schedules, member by member")
     _diff_profile(p)
     p.set_defaults(func=cmd_batch_diff)
-
-    from mlops.console import DEFAULT_PORT
 
     p = groups.add_parser("console", help="the local web console: review, approve, deploy, "
                           "promote and monitor in a browser (127.0.0.1 only)")
