@@ -12,7 +12,7 @@ VERSION ?=
 .PHONY: install install-runtime install-all test-fast pipeline rehearse definition upsert run-aws test lint bench registry \
         approve reject \
         deploy-build deploy-staging deploy-prod invoke batch deploy-batch endpoint-test endpoint-status endpoint-stop \
-        monitor deploy-infra destroy-infra clean
+        monitor console deploy-infra destroy-infra clean
 
 install: $(STAMP)
 install-runtime: $(RUNTIME_STAMP)
@@ -126,6 +126,9 @@ endpoint-stop: install-runtime
 
 monitor: install-runtime
 	$(BIN)/mlops monitor run $(STAGE)
+
+console: install-runtime
+	$(BIN)/mlops console $(if $(PORT),--port $(PORT))
 
 bench: install-runtime
 	$(UV_INSTALL) $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[bench]'

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from benchmarks import batch, endpoint, model_quality, monitor, pipeline
+from benchmarks import batch, console, endpoint, model_quality, monitor, pipeline
 
 
 def main() -> None:
@@ -20,6 +20,8 @@ def main() -> None:
     monitor.run()
     print("\n## model quality")
     model_quality.run()
+    print("\n## web console pages")
+    console.run()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mlops.console import DEFAULT_PORT
 from mlops_core import config as project_config
 from mlops_core.names import STAGES, TARGETS
 from model_build.sagemaker_pipeline import WAIT_MINUTES
@@ -217,59 +218,28 @@ def cmd_registry_list(args) -> int:
 
 def _metric(package: dict, config) -> str:
     """The evaluation metric of a package, read from its registered ModelQuality statistics."""
-    import json
+    from mlops_local import review
 
-    from mlops_local.store import LocalStore, StoreError
-
-    uri = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri")
     try:
-        report = json.loads(LocalStore().path(uri).read_text())
-        return f"{report['regression_metrics'][config.metric]['value']:.3f}"
-    except (StoreError, OSError, KeyError, TypeError, ValueError):
+        return f"{review.evaluation(package)['regression_metrics'][config.metric]['value']:.3f}"
+    except (KeyError, TypeError, ValueError):
         return "?"
 
 
-def _version(text: str) -> int:
-    # str.isdigit() and int() also take '١' (1 in Arabic-Indic digits) or '²'.
-    if not (text.isascii() and text.isdecimal()):
-        raise UsageError(f"version {text!r} is not a version number: give ASCII digits such as 3 "
-                         "(see `mlops registry list`)")
-    return int(text)
-
-
 def _set_status(version: str, status: str, note: str) -> int:
-    config = project_config.load()
-    registry = _registry()
-    name = f"{config.model_package_group}/{_version(version)}"
-    package = registry.describe_model_package(name)
-    if package["ModelApprovalStatus"] == status:
-        console.print(f"{name} is already {status}; nothing changed")
+    from mlops_local import review
+
+    group = project_config.load().model_package_group
+    change = review.set_status(group, version, status, note)
+    if not change.changed:
+        console.print(f"{change.name} is already {status}; nothing changed")
         return 0
-    registry.update_model_package(ModelPackageArn=package["ModelPackageArn"],
-                                  ModelApprovalStatus=status, ApprovalDescription=note)
-    console.print(f"{name}: {status}")
-    if status == "Rejected":
-        for stage in _stages_serving(package):
-            errors.print(f"[yellow]warning:[/yellow] the local {stage} endpoint still serves "
-                         f"{name}: deploy another approved version with `mlops deploy {stage}` "
-                         f"or stop it with `mlops endpoint stop {stage}`")
+    console.print(f"{change.name}: {status}")
+    for stage in change.serving:
+        errors.print(f"[yellow]warning:[/yellow] the local {stage} endpoint still serves "
+                     f"{change.name}: deploy another approved version with `mlops deploy "
+                     f"{stage}` or stop it with `mlops endpoint stop {stage}`")
     return 0
-
-
-def _stages_serving(package: dict) -> list[str]:
-    """The stages whose running local endpoint serves this model package."""
-    from mlops_local.endpoint import lifecycle
-
-    serving = []
-    for stage in STAGES:
-        try:
-            model = lifecycle.status(stage)["model_info"]
-        except ValueError:  # no endpoint runs for this stage
-            continue
-        if (model.get("ModelPackageGroupName"), model.get("ModelPackageVersion")) == (
-                package["ModelPackageGroupName"], package["ModelPackageVersion"]):
-            serving.append(stage)
-    return serving
 
 
 def cmd_registry_approve(args) -> int:
@@ -529,6 +499,25 @@ def cmd_infra_outputs(args) -> int:
     return 0
 
 
+# console ----------------------------------------------------------------------------------
+
+def cmd_console(args) -> int:
+    from mlops.console import server
+
+    try:
+        httpd = server.make_server(args.port)
+    except OSError as err:
+        raise UsageError(f"cannot listen on {server.HOST}:{args.port}: {err.strerror}; choose "
+                         "another port with --port") from None
+    console.print(f"console: http://{server.HOST}:{httpd.server_address[1]}/ (Ctrl-C stops "
+                  "it; pipeline and monitoring runs it started go on)")
+    try:
+        httpd.serve_forever()
+    finally:
+        httpd.server_close()
+    return 0
+
+
 # parser -----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -645,6 +634,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "deploy pipeline schedules, member by member")
     _diff_profile(p)
     p.set_defaults(func=cmd_batch_diff)
+
+    p = groups.add_parser("console", help="the local web console: review, approve, deploy, "
+                          "promote and monitor in a browser (127.0.0.1 only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; 0: any free port)")
+    p.set_defaults(func=cmd_console)
 
     infra = groups.add_parser("infra", help="the project's CI/CD stack in your AWS account"
                               ).add_subparsers(dest="command", required=True)

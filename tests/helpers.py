@@ -283,3 +283,44 @@ def register(client, group: str, count: int, baselines: bool = True) -> list[str
 
 def set_status(client, arn: str, status: str) -> None:
     client.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=status)
+
+
+# ---------------------------------------------------------------- the console
+
+@contextlib.contextmanager
+def console_server(state: Path):
+    """The web console over `state` in a thread on a free port: yields (base URL, the token
+    its forms carry)."""
+    import threading
+
+    from mlops.console import server
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MLOPS_HOME", str(state))
+    httpd = server.make_server(0)
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd.RequestHandlerClass.console.token
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        patch.undo()
+
+
+def http(base: str, method: str, path: str, form: dict | None = None,
+         headers: dict | None = None) -> tuple[int, dict, str]:
+    """One request to the console, following no redirect: (status, headers, body text).
+    A POST carries the console's own Origin unless `headers` says otherwise."""
+    import http.client
+    from urllib.parse import urlencode, urlsplit
+
+    address = urlsplit(base)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=120)
+    body = urlencode(form or {}) if method == "POST" else None
+    sent = {"Host": address.netloc, **({"Origin": base, "Content-Type":
+            "application/x-www-form-urlencoded"} if method == "POST" else {}), **(headers or {})}
+    connection.request(method, path, body=body, headers={k: v for k, v in sent.items() if v})
+    reply = connection.getresponse()
+    text = reply.read().decode("utf-8", "replace")
+    connection.close()
+    return reply.status, dict(reply.headers), text
