@@ -5,7 +5,7 @@ One script for both engines. On AWS it runs as a SageMaker Processing job (see `
 `<capture root>/v<model version>/<endpoint>/AllTraffic/YYYY/MM/DD/HH/`) for a time window,
 compares the feature columns with the baseline's `statistics.json` and `constraints.json`, and
 writes Model Monitor's `constraint_violations.json`, plus `drift_metrics.json` (the numbers)
-and `report.html`.
+and `report.html`, which lists the earlier runs under `--history-uri` (see `history.py`).
 
 Beside the traffic the endpoint answered it counts the traffic it refused (the local endpoint's
 `<endpoint>/refused/` records: an unknown category, a wrong column count, ...), which a
