@@ -26,10 +26,11 @@ from mlops_local.endpoint import lifecycle
 from mlops_local.registry import LocalRegistry, RegistryError
 from mlops_local.store import LocalStore, StoreError
 from model_deploy.monitoring import drift_check
+from model_deploy.monitoring.history import MODEL_QUALITY as MODEL_QUALITY
+from model_deploy.monitoring.history import MODEL_QUALITY_FOLDER as MODEL_QUALITY_FOLDER
+from model_deploy.monitoring.history import read_history
 
 METRIC_NAMESPACE = "aws/sagemaker/Endpoints/data-metrics"
-DRIFT_METRICS, MODEL_QUALITY = "drift_metrics.json", "model_quality.json"
-MODEL_QUALITY_FOLDER = "model-quality"
 
 
 class MonitorError(ValueError):
@@ -91,45 +92,10 @@ def history(stage: str, *, cfg: mlops_config.Config | None = None,
     cfg = cfg or mlops_config.load()
     store = store or LocalStore()
     prefix = monitoring_uri(cfg, stage)
-    root = store.path(prefix)
-    runs = []
-    for kind, pattern in (("data quality", f"*/{DRIFT_METRICS}"),
-                          ("model quality", f"{MODEL_QUALITY_FOLDER}/*/{MODEL_QUALITY}")):
-        for path in root.glob(pattern):
-            if path.parent.name.endswith(".partial"):  # a run's outputs still being copied
-                continue
-            try:
-                document = json.loads(path.read_text())
-                runs.append(_run_entry(kind, document, path, root, prefix))
-            except (OSError, ValueError, KeyError, TypeError, AttributeError,
-                    drift_check.DriftCheckError):
-                continue  # a run that left no readable summary is not part of the history
-    return sorted(runs, key=lambda run: drift_check.parse_time(run["time"]), reverse=True)
-
-
-def _run_entry(kind: str, document: dict, path: Path, root: Path, prefix: str) -> dict:
-    stamp = path.parent.name  # runs written before summaries carried their time
-    moment = (drift_check.parse_time(document["time"]) if document.get("time")
-              else datetime.strptime(stamp, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC))
-    time = moment.astimezone(UTC).isoformat()
-    counts = document["records"]
-    if kind == "data quality":
-        report = path.with_name("report.html")
-        sent = counts["rows"] + counts["refused_rows"]
-        summary = {"rows_checked": counts["rows_checked"], "refused_rows": counts["refused_rows"],
-                   "refused_share": counts["refused_rows"] / sent if sent else 0.0}
-    else:
-        report = path
-        metrics, tests = document["metrics"], document["test_metrics"]
-        summary = {"rows_compared": counts["rows_compared"], "rmse": metrics["rmse"],
-                   "mae": metrics["mae"], "r2": metrics["r2"], "test_rmse": tests["rmse"],
-                   "rmse_threshold": document["rmse_threshold"]}
-    relative = report.relative_to(root).as_posix()
-    window = document.get("window") or {}
-    return {"kind": kind, "time": time, "verdict": document["verdict"],
-            "window": {"start": window.get("start"), "end": window.get("end")},
-            "report_path": report if report.is_file() else None,
-            "uri": f"{prefix}/{relative}", "relative_path": relative, "summary": summary}
+    runs = read_history(drift_check.DirectorySource(store.path(prefix), prefix))
+    for run in runs:
+        run["report_path"] = run["report_path"] and store.path(run["report_path"])
+    return runs
 
 
 def _moment(value: datetime | str | None) -> datetime | None:

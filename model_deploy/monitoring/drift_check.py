@@ -5,7 +5,7 @@ One script for both engines. On AWS it runs as a SageMaker Processing job (see `
 `<capture root>/v<model version>/<endpoint>/AllTraffic/YYYY/MM/DD/HH/`) for a time window,
 compares the feature columns with the baseline's `statistics.json` and `constraints.json`, and
 writes Model Monitor's `constraint_violations.json`, plus `drift_metrics.json` (the numbers)
-and `report.html`.
+and `report.html`, which lists the earlier runs under `--history-uri` (see `history.py`).
 
 Beside the traffic the endpoint answered it counts the traffic it refused (the local endpoint's
 `<endpoint>/refused/` records: an unknown category, a wrong column count, ...), which a
@@ -39,9 +39,11 @@ import pandas as pd
 if __package__:
     from model_build.scripts import contract
 
+    from .history import iso_time, read_history
     from .report import render_report
-else:  # run as a script (the Processing job): report.py and contract.py sit beside this file
+else:  # run as a script (the Processing job): its helpers and contract.py sit beside this file
     import contract
+    from history import iso_time, read_history
     from report import render_report
 
 KS_ALPHA = 0.01  # significance of the "Robust" comparison's allowance, over all features
@@ -69,10 +71,11 @@ class DirectorySource:
         self.root = Path(root)
         self.name = name or str(self.root)  # how messages call it, e.g. its s3:// URI
 
-    def keys(self) -> list[str]:
+    def keys(self, suffix: str = ".jsonl") -> list[str]:
+        """The files ending in suffix (capture files by default), relative to the root."""
         if not self.root.is_dir():
             return []
-        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*.jsonl"))
+        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob(f"*{suffix}"))
 
     def read(self, key: str) -> str:
         return (self.root / key).read_text(encoding="utf-8", errors="replace")
@@ -107,9 +110,9 @@ class S3Source:
         )
         return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
 
-    def keys(self) -> list[str]:
+    def keys(self, suffix: str = ".jsonl") -> list[str]:
         return sorted(
-            key[len(self.prefix):] for key in self._list(self.prefix) if key.endswith(".jsonl")
+            key[len(self.prefix):] for key in self._list(self.prefix) if key.endswith(suffix)
         )
 
     def read(self, key: str) -> str:
@@ -157,10 +160,9 @@ class Capture:
 
 def parse_time(text: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return iso_time(text)
     except ValueError:
         raise DriftCheckError(f"not an ISO 8601 time: {text!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def files_in_window(keys: list[str], window: Window) -> list[str]:
@@ -829,6 +831,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--metric-namespace", help="emit CloudWatch metrics to this namespace")
     parser.add_argument("--metric-dimension", action="append", default=[], type=_dimension,
                         help="Name=Value, repeatable (e.g. Endpoint=abalone-prod)")
+    parser.add_argument("--history-uri",
+                        help="s3://... the stage's monitoring prefix: earlier runs for the report")
     parser.add_argument("--region")
     return parser.parse_args(argv)
 
@@ -837,7 +841,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         session = None
-        if args.capture_uri or args.metric_namespace:
+        if args.capture_uri or args.metric_namespace or args.history_uri:
             import boto3  # only the cloud job talks to AWS
 
             session = boto3.session.Session(region_name=args.region)
@@ -846,9 +850,11 @@ def main(argv: list[str] | None = None) -> int:
         sink = (cloudwatch_sink(session.client("cloudwatch"), args.metric_namespace,
                                 args.metric_dimension) if args.metric_namespace else None)
         names = args.feature_names.split(",") if args.feature_names else None
+        earlier = (read_history(S3Source(session.client("s3"), args.history_uri))
+                   if args.history_uri else None)
         result = run(source, args.baseline_statistics, args.baseline_constraints, args.output,
                      Window(args.start, args.end), args.model_version, names, sink,
-                     args.max_refused_share, args.include_probes)
+                     args.max_refused_share, args.include_probes, earlier)
     except DriftCheckError as err:
         message = Path(os.environ.get("MLOPS_OPT_ML", "/opt/ml")) / "output" / "message"
         if message.parent.is_dir():

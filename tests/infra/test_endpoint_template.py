@@ -21,8 +21,9 @@ from cfnlint.decode.cfn_yaml import load as load_template
 from moto import mock_aws
 from moto.cloudformation.parsing import get_model_map
 
+from mlops_core import service_model
 from model_deploy import build
-from model_deploy.monitoring import model_quality
+from model_deploy.monitoring import history, model_quality
 from tests.helpers import NAMES, REGION, register, set_status
 
 TEMPLATE = build.TEMPLATE
@@ -225,18 +226,22 @@ def defaults(template: dict) -> dict[str, str]:
             if "Default" in spec}
 
 
-def test_pipeline_mode_runs_drift_check_with_the_baselines(aws):
-    """The drift check pipeline's definition, as the staging config fills it in."""
-    params = aws["configs"]["staging"]["Parameters"]
-    assert params["MonitoringMode"] == "Pipeline"
+def pipeline_definition(params: dict[str, str]) -> dict:
+    """The drift check pipeline's definition, as the stage's parameters fill it in."""
     template = load_template(str(TEMPLATE))
     body, variables = template["Resources"]["DriftCheckPipeline"]["Properties"][
         "PipelineDefinition"]["PipelineDefinitionBody"]["Fn::Sub"]
     named = {k: v for k, v in variables.items() if k != "KeyArn"}  # KeyArn: a Fn::If
     values = {**defaults(template), **params, "AWS::Region": REGION, "KeyArn": "key-arn",
               **resolve(named, params, {"Endpoint.EndpointName": "abalone-staging"})}
-    definition = json.loads(re.sub(r"\$\{([^}]+)\}", lambda m: values[m[1]], body))
-    steps = {step["Name"]: step for step in definition["Steps"]}
+    return json.loads(re.sub(r"\$\{([^}]+)\}", lambda m: values[m[1]], body))
+
+
+def test_pipeline_mode_runs_drift_check_with_the_baselines(aws):
+    """The drift check pipeline's definition, as the staging config fills it in."""
+    params = aws["configs"]["staging"]["Parameters"]
+    assert params["MonitoringMode"] == "Pipeline"
+    steps = {step["Name"]: step for step in pipeline_definition(params)["Steps"]}
     assert set(steps) == {"DriftCheck", "ModelQuality"}
     step = steps["DriftCheck"]
     arguments = step["Arguments"]["AppSpecification"]["ContainerArguments"]
@@ -260,15 +265,8 @@ def test_pipeline_mode_checks_model_quality_and_alarms_on_it(aws):
     """The model quality step reads the stage's capture and ground truth, takes the test
     metrics of the served package, and emits the metric the alarm (and retraining) watch."""
     params = aws["configs"]["staging"]["Parameters"]
-    template = load_template(str(TEMPLATE))
-    resources = template["Resources"]
-    body, variables = resources["DriftCheckPipeline"]["Properties"][
-        "PipelineDefinition"]["PipelineDefinitionBody"]["Fn::Sub"]
-    named = {k: v for k, v in variables.items() if k != "KeyArn"}
-    values = {**defaults(template), **params, "AWS::Region": REGION, "KeyArn": "key-arn",
-              **resolve(named, params, {"Endpoint.EndpointName": "abalone-staging"})}
-    definition = json.loads(re.sub(r"\$\{([^}]+)\}", lambda m: values[m[1]], body))
-    step = next(s for s in definition["Steps"] if s["Name"] == "ModelQuality")
+    resources = load_template(str(TEMPLATE))["Resources"]
+    step = next(s for s in pipeline_definition(params)["Steps"] if s["Name"] == "ModelQuality")
     app = step["Arguments"]["AppSpecification"]
     options = dict(zip(app["ContainerArguments"][::2], app["ContainerArguments"][1::2],
                        strict=True))
@@ -286,3 +284,21 @@ def test_pipeline_mode_checks_model_quality_and_alarms_on_it(aws):
                                                          model_quality.VIOLATIONS_METRIC)
     pattern = resources["RetrainOnDriftRule"]["Properties"]["EventPattern"]
     assert {"Fn::GetAtt": ["ModelQualityAlarm", "Arn"]} in pattern["resources"]["Fn::If"][1]
+
+
+def test_pipeline_mode_runs_keep_their_own_outputs_and_read_the_earlier_ones(aws):
+    """Each execution writes under its own prefix, in the local runs' layout (data quality
+    at <prefix>/<run>/, model quality at <prefix>/model-quality/<run>/), and the drift check
+    reads the earlier runs from <prefix>: so a scheduled run replaces none and has a history."""
+    params = aws["configs"]["staging"]["Parameters"]
+    definition = pipeline_definition(params)
+    assert service_model.definition_problems(definition) == []  # CreateProcessingJob's shapes
+    steps = {step["Name"]: step for step in definition["Steps"]}
+    prefix = "s3://mlops-test/abalone/monitoring/staging/v2"
+    run = {"Get": "Execution.PipelineExecutionId"}
+    for name, under in (("DriftCheck", prefix),
+                        ("ModelQuality", f"{prefix}/{history.MODEL_QUALITY_FOLDER}")):
+        (output,) = steps[name]["Arguments"]["ProcessingOutputConfig"]["Outputs"]
+        assert output["S3Output"]["S3Uri"] == {"Std:Join": {"On": "/", "Values": [under, run]}}
+    arguments = steps["DriftCheck"]["Arguments"]["AppSpecification"]["ContainerArguments"]
+    assert dict(zip(arguments[::2], arguments[1::2], strict=True))["--history-uri"] == prefix

@@ -340,18 +340,17 @@ def test_run_local_checks_the_served_version(deployed, traffic, project_config):
     assert "shell_weight" in table and "drift" in table and str(result.report_path) in table
 
 
-def quality_run(store, capture_uri: str, lines: list[str], stage_prefix: str) -> None:
-    """A model-quality run of the stage on the capture `lines` (each predicted 9.5), labels
-    9 and 10 in turn, written where `mlops_local.model_quality.run_local` writes."""
+def quality_run(capture_dir, lines: list[str], truth_dir, output_dir) -> None:
+    """A model-quality run on the capture `lines` under capture_dir (each predicted 9.5),
+    labels 9 and 10 in turn written under truth_dir, its outputs in output_dir."""
     truth = [json.dumps({"groundTruthData": {"data": str(9 + i % 2), "encoding": "CSV"},
                          "eventMetadata": {"eventId": json.loads(line)["eventMetadata"][
                              "eventId"]}, "eventVersion": "0"}) for i, line in enumerate(lines)]
-    folder = store.path(stage_prefix) / "ground-truth" / "2026/11/23/16"
+    folder = truth_dir / "2026/11/23/16"
     folder.mkdir(parents=True)
     (folder / "part.jsonl").write_text("\n".join(truth) + "\n")
-    model_quality.run(DirectorySource(store.path(capture_uri)), DirectorySource(folder.parent),
-                      {"rmse": 2.0, "mae": 1.5, "r2": 0.5},
-                      store.path(f"{stage_prefix}/model-quality/20261123T160000000000Z"))
+    model_quality.run(DirectorySource(capture_dir), DirectorySource(truth_dir),
+                      {"rmse": 2.0, "mae": 1.5, "r2": 0.5}, output_dir)
 
 
 def test_history_lists_earlier_runs_newest_first_from_what_they_wrote(deployed, traffic,
@@ -362,7 +361,8 @@ def test_history_lists_earlier_runs_newest_first_from_what_they_wrote(deployed, 
     assert monitor.history("staging") == []
     first = monitor.run_local("staging")
     prefix = monitor.monitoring_uri(project_config, "staging")
-    quality_run(store, capture_uri, lines, prefix)
+    quality_run(store.path(capture_uri), lines, store.path(prefix) / "ground-truth",
+                store.path(f"{prefix}/model-quality/20261123T160000000000Z"))
     write_refusals(store.path(capture_uri), [refusal(100, [("unknown category", "sex", "X", 3)])])
     second = monitor.run_local("staging")
     broken = store.path(prefix) / "20261123T170000000000Z"
@@ -434,6 +434,49 @@ def test_cloud_job_reads_s3_capture_and_puts_cloudwatch_metrics(monkeypatch, bas
         with pytest.raises(DriftCheckError, match=r"other model versions: v3 \(1 files\)"):
             drift_check.run(drift_check.S3Source(s3, "s3://capture/abalone/datacapture/prod/v4"),
                             statistics, constraints, None)
+
+
+def test_cloud_job_reports_the_earlier_runs_under_its_history_uri(monkeypatch, tmp_path,
+                                                                  baseline_files, traffic):
+    """The pipeline's runs, each under its execution id as the template lays them out: the
+    report lists them newest first (not in the ids' order) and leaves out a half-written one."""
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    lines = csv_lines(traffic.iloc[:300])
+    write_capture(tmp_path / "v3", lines)
+    statistics, constraints = baseline_files
+    earlier = {"zz1older": "2026-11-23T16:00:00+00:00", "aa2newer": "2026-11-24T16:00:00+00:00"}
+    for run_id, time in earlier.items():
+        check(tmp_path / "v3", baseline_files, output_dir=tmp_path / run_id)
+        written = json.loads((tmp_path / run_id / "drift_metrics.json").read_text())
+        (tmp_path / run_id / "drift_metrics.json").write_text(json.dumps({**written,
+                                                                          "time": time}))
+    quality_run(tmp_path / "v3", lines, tmp_path / "truth", tmp_path / "model-quality" / "mq1")
+    prefix = "abalone/monitoring/prod/v3"
+    with moto.mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="artifacts")
+        for run in (*earlier, "model-quality/mq1"):
+            for path in (tmp_path / run).iterdir():
+                s3.upload_file(str(path), "artifacts", f"{prefix}/{run}/{path.name}")
+        s3.put_object(Bucket="artifacts", Key=f"{prefix}/cut0off/drift_metrics.json",
+                      Body=b'{"verdict": ')
+        key = "abalone/datacapture/prod/v3/abalone-prod/AllTraffic/2026/11/23/15/part.jsonl"
+        s3.put_object(Bucket="artifacts", Key=key, Body="\n".join(lines).encode())
+
+        assert drift_check.main([
+            "--capture-uri", "s3://artifacts/abalone/datacapture/prod/v3", "--model-version", "3",
+            "--baseline-statistics", str(statistics), "--baseline-constraints", str(constraints),
+            "--output", str(tmp_path / "out"), "--history-uri", f"s3://artifacts/{prefix}",
+            "--region", "us-east-1"]) == 0
+
+    html = (tmp_path / "out" / "report.html").read_text()
+    earlier_reports = html[html.index("<h2>Earlier reports</h2>"):]
+    links = [earlier_reports.index(f'<a href="../{run_id}/report.html">report</a>')
+             for run_id in ("aa2newer", "zz1older")]
+    assert links == sorted(links)  # newest first
+    assert "cut0off" not in html and "given no history" not in html
+    assert '<a href="../model-quality/mq1/model_quality.json">' in html
 
 
 @pytest.mark.parametrize("value", ["1.5", "-0.1", "true", '"5%"'])
