@@ -2,7 +2,7 @@
 
 `deploy(stage)` runs `model_deploy.build` against the local registry (newest Approved
 package, stage configurations), unpacks that package's model and starts (or replaces) the
-stage's endpoint. `run_gate` runs the staging gate against it and records a pass; production
+stage's endpoint. `run_gate` runs the staging gate against it and records its result; production
 only takes the package that passed the staging gate.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mlops_core import targets
 from mlops_core.config import Config, state_dir
+from mlops_core.files import write_atomic
 from mlops_core.names import STAGES, capture_uri
 from mlops_local.endpoint import lifecycle
 from mlops_local.registry import LocalRegistry
@@ -28,25 +29,31 @@ class DeployError(ValueError):
     """A deployment that must not happen; nothing was changed."""
 
 
-def _gate_file(stage: str) -> Path:
-    return state_dir() / "gates" / f"{stage}.json"
+def _gate_file(stage: str, last: bool = False) -> Path:
+    return state_dir() / "gates" / (f"{stage}.last.json" if last else f"{stage}.json")
 
 
-def record_gate(stage: str, package: dict, checks: list[dict]) -> Path:
-    """Remember that `package` passed the endpoint test on `stage`."""
-    path = _gate_file(stage)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
-        "ModelPackageArn": package["ModelPackageArn"],
-        "ModelPackageVersion": package["ModelPackageVersion"],
-        "PassedAt": datetime.now(UTC).isoformat(),
-        "Checks": checks,
-    }, indent=2))
-    return path
+def record_gate(stage: str, package: dict, checks: list[dict], passed: bool = True) -> Path:
+    """Remember the endpoint test's result on `stage`; a pass is what promotion needs."""
+    at = datetime.now(UTC).isoformat()
+    document = {"ModelPackageArn": package["ModelPackageArn"],
+                "ModelPackageVersion": package["ModelPackageVersion"], "Checks": checks}
+    write_atomic(_gate_file(stage, last=True),
+                 json.dumps({**document, "Passed": passed, "At": at}, indent=2))
+    if passed:
+        write_atomic(_gate_file(stage), json.dumps({**document, "PassedAt": at}, indent=2))
+    return _gate_file(stage, last=not passed)
 
 
 def passed_gate(stage: str) -> dict | None:
+    """The stage's last passed endpoint test, or None."""
     path = _gate_file(stage)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def last_gate(stage: str) -> dict | None:
+    """The stage's last endpoint test, passed or not (`Passed`), or None."""
+    path = _gate_file(stage, last=True)
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -111,7 +118,8 @@ def _check_staging_passed(package: dict) -> None:
 
 
 def run_gate(config: Config, stage: str, **options) -> tuple[dict, gate.GateResult]:
-    """The staging gate against the stage's local endpoint; a pass is recorded for prod."""
+    """The staging gate against the stage's local endpoint; its result is recorded, and a pass
+    is what `deploy(config, "prod")` asks for."""
     endpoint = lifecycle.status(stage)
     package = LocalRegistry().describe_model_package(
         ModelPackageName=endpoint["model_info"]["ModelPackageArn"])
@@ -124,6 +132,5 @@ def run_gate(config: Config, stage: str, **options) -> tuple[dict, gate.GateResu
         return path.read_bytes()
 
     result = gate.run(package, gate.HttpTransport(endpoint["url"]), read, **options)
-    if result.passed:
-        record_gate(stage, package, result.as_dict()["checks"])
+    record_gate(stage, package, result.as_dict()["checks"], result.passed)
     return package, result

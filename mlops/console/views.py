@@ -11,12 +11,13 @@ from datetime import datetime
 from pathlib import Path
 
 from mlops_core.config import Config
-from mlops_core.names import STAGES
+from mlops_core.names import STAGES, VARIANT
 from mlops_local import deploy, monitor, review
 from mlops_local.endpoint import capture, lifecycle
 from mlops_local.engine import records
 from mlops_local.registry import LocalRegistry
 from mlops_local.store import LocalStore, StoreError
+from model_deploy.monitoring.drift_check import PROBE_PREFIX
 
 EXECUTION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9T._-]*")
 COMPARISON_FILES = ("comparison.json", "comparison.png")
@@ -248,26 +249,39 @@ def step_log(execution_id: str, step_name: str) -> str:
 
 # deployments ------------------------------------------------------------------------------
 
-def _lines(folder: Path) -> int:
-    return sum(path.read_bytes().count(b"\n") for path in folder.rglob("*.jsonl")) \
+# A probe's capture line as capture.py writes it (json.dumps), counted without parsing lines.
+PROBE_MARK = json.dumps({"inferenceId": PROBE_PREFIX})[1:-2].encode()
+
+
+def _count(folder: Path, mark: bytes = b"\n") -> int:
+    return sum(path.read_bytes().count(mark) for path in folder.rglob("*.jsonl")) \
         if folder.is_dir() else 0
 
 
 def traffic(cfg: Config, record: dict, store: LocalStore) -> dict:
-    """Requests captured and refused, counted from the endpoint's capture records."""
+    """Requests captured (users' and the staging gate's probes) and refused, counted from the
+    endpoint's capture records."""
     if not record.get("capture_uri"):
-        return {"requests": None, "refused": None}
+        return {"requests": None, "probes": None, "refused": None}
     base = store.path(record["capture_uri"]) / (record.get("endpoint_name")
                                                  or cfg.endpoint_name(record["stage"]))
-    return {"requests": _lines(base / "AllTraffic"), "refused": _lines(base / capture.REFUSED)}
+    answered = base / VARIANT
+    probes = _count(answered, PROBE_MARK)
+    return {"requests": _count(answered) - probes, "probes": probes,
+            "refused": _count(base / capture.REFUSED)}
 
 
-def _gate() -> dict | None:
-    passed = deploy.passed_gate("staging")
-    if not passed:
+def _gate_result(document: dict | None, at: str) -> dict | None:
+    if not document:
         return None
-    return {"version": passed["ModelPackageVersion"], "time": _when(passed["PassedAt"]),
-            "checks": passed.get("Checks", [])}
+    return {"version": document["ModelPackageVersion"], "time": _when(document[at]),
+            "passed": document.get("Passed", True), "checks": document.get("Checks", [])}
+
+
+def gates() -> dict:
+    """The staging gate's last result and its last pass (what promotion takes)."""
+    return {"last": _gate_result(deploy.last_gate("staging"), "At"),
+            "passed": _gate_result(deploy.passed_gate("staging"), "PassedAt")}
 
 
 def _latency(gate: dict | None, version) -> str:
@@ -279,7 +293,7 @@ def _latency(gate: dict | None, version) -> str:
 
 def endpoint(cfg: Config, stage: str, store: LocalStore | None = None) -> dict:
     store = store or LocalStore()
-    gate = _gate()
+    gate = gates()["last"]
     try:
         record = lifecycle.status(stage)
     except ValueError as err:
@@ -293,7 +307,7 @@ def endpoint(cfg: Config, stage: str, store: LocalStore | None = None) -> dict:
 
 def deployments(cfg: Config) -> dict:
     store = LocalStore()
-    return {"endpoints": [endpoint(cfg, stage, store) for stage in STAGES], "gate": _gate()}
+    return {"endpoints": [endpoint(cfg, stage, store) for stage in STAGES], "gate": gates()}
 
 
 def running_endpoint(cfg: Config, stage: str) -> dict:

@@ -77,6 +77,7 @@ def test_review_deploy_gate_promote_and_monitor(console):
     assert flash(page).startswith("staging: abalone-models/1 serving at http://127.0.0.1:")
     page.click("button:has-text('Run the staging gate')")
     assert flash(page).startswith("endpoint test of staging passed for version 1")
+    assert page.locator("#gate-last").inner_text().startswith("version 1 passed at")
     page.click("button:has-text('Promote to prod')")
     assert flash(page).startswith("prod: abalone-models/1 serving at")
     rows = page.locator("tbody").first.inner_text()

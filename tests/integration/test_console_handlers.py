@@ -185,3 +185,18 @@ def test_the_command_prints_its_url_and_refuses_a_busy_port(fresh_state):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_failed_gate_is_the_last_result_and_promotion_still_needs_a_pass(console):
+    from mlops_local import deploy
+
+    base, token, state = console
+    package = LocalRegistry(state / "registry.db").describe_model_package("abalone-models/1")
+    checks = [{"name": "rmse", "passed": False, "detail": "rmse 9.1 above 2.7"}]
+    deploy.record_gate("staging", package, checks, passed=False)
+    _, _, page = http(base, "GET", "/deployments")
+    assert re.search(r"version 1 <span[^>]*>failed</span>", page) and "rmse 9.1 above 2.7" in page
+    assert deploy.passed_gate("staging") is None
+    act(base, token, "/registry/1/approve")
+    _, message, kind = act(base, token, "/deployments/prod/deploy")
+    assert kind == "error" and "has not passed the staging endpoint test" in message
