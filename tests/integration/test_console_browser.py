@@ -95,6 +95,7 @@ def test_review_deploy_gate_promote_and_monitor(console):
     shot(page, "monitoring")
     page.click("a:has-text('report') >> nth=0")
     assert "staging" in page.content() and "<svg" in page.content()
+    shot(page, "drift-report")
 
     page.goto(f"{base}/executions")
     before = page.locator("tbody tr").count()
