@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from multiprocessing import connection
 
 PRELOAD = ("mlops_local.warm", "numpy", "pandas", "joblib", "scipy.stats", "sklearn.base",
@@ -87,7 +88,7 @@ class WarmProcess:
     def __init__(self, command: list[str], env: dict, cwd, log_path: str):
         self.args = command
         context = _context()
-        with _LOCK:
+        with _LOCK, _main_module_hidden():
             self._process = context.Process(
                 target=run_script, args=(command[1:], dict(env), str(cwd), log_path))
             self._process.start()
@@ -111,6 +112,20 @@ class WarmProcess:
 
     def kill(self) -> None:
         self._process.kill()
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """multiprocessing has each child import the parent's __main__ module (the CLI, or pytest)
+    as __mp_main__ before the target runs: 0.1 s of the CLI's imports in every job, and
+    project code in a process that must start with only its own. A bare module stands in for
+    it while a child starts (under _LOCK: the only starts of this process's children)."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def run_script(argv: list[str], env: dict, cwd: str, log_path: str) -> None:
