@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -669,8 +670,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _exit(code: int) -> None:
     """End the process without the interpreter's teardown, which spent 1-2 s freeing the SDK's,
-    pandas' and scikit-learn's objects module by module after a pipeline run. The exit
-    handlers (logging, multiprocessing's, coverage's) still run, and the output is flushed."""
+    pandas' and scikit-learn's objects module by module after a pipeline run. What the
+    interpreter does before that still happens, in its order: threads are joined (as
+    threading's own shutdown does), the exit handlers run (logging, multiprocessing's,
+    coverage's), and the output is flushed."""
+    threading._shutdown()
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
