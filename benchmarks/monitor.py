@@ -80,6 +80,7 @@ def run() -> list[dict]:
          "seconds": round(read_s, 2), "verdict": "-"},
     ]
     print(format_rows(rows))
+    print(f"drift check / read_json = {check_s / read_s:.2f} (goal: below 1)")
     return rows
 
 

@@ -16,15 +16,19 @@ This module imports only the standard library: it is what the fork server loads 
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import io
 import multiprocessing
 import os
 import runpy
+import signal
 import subprocess
 import sys
 import threading
 import time
 import traceback
+import types
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import connection
 
@@ -48,7 +52,21 @@ def _context():
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(list(PRELOAD))
             _CONTEXT.append(context)
+            atexit.register(_stop_server)
         return _CONTEXT[0]
+
+
+def _stop_server() -> None:
+    """End the fork server with this process. Left to notice the end by itself, it spent a
+    second tearing down its interpreter while still holding this process's stdout and stderr,
+    so whoever read them (a test, a benchmark, a pipe) waited for it. SIGTERM ends it at once:
+    its jobs have ended and it keeps nothing."""
+    from multiprocessing import forkserver
+
+    pid = forkserver._forkserver._forkserver_pid  # no public accessor
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
 
 
 def prepare() -> None:
@@ -65,7 +83,7 @@ def process_pool(workers: int, initializer, initargs: tuple) -> ProcessPoolExecu
     _LOCK (see WarmProcess): a pool starts one process per task until it has `workers`."""
     pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=initializer,
                                initargs=initargs)
-    with _LOCK:
+    with _LOCK, _main_module_hidden():
         started = [pool.submit(os.getpid) for _ in range(workers)]
     for future in started:
         future.result()
@@ -83,7 +101,7 @@ class WarmProcess:
     def __init__(self, command: list[str], env: dict, cwd, log_path: str):
         self.args = command
         context = _context()
-        with _LOCK:
+        with _LOCK, _main_module_hidden():
             self._process = context.Process(
                 target=run_script, args=(command[1:], dict(env), str(cwd), log_path))
             self._process.start()
@@ -107,6 +125,20 @@ class WarmProcess:
 
     def kill(self) -> None:
         self._process.kill()
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """multiprocessing has each child import the parent's __main__ module (the CLI, or pytest)
+    as __mp_main__ before the target runs: 0.1 s of the CLI's imports in every job, and
+    project code in a process that must start with only its own. A bare module stands in for
+    it while a child starts (under _LOCK: the only starts of this process's children)."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def run_script(argv: list[str], env: dict, cwd: str, log_path: str) -> None:

@@ -493,3 +493,31 @@ def test_a_line_of_two_json_values_is_one_invalid_line(tmp_path, baseline_files,
     write_capture(tmp_path / "v1", csv_lines(traffic.iloc[:300]) + ['1, 2', '{"a": 1}'])
     result = check(tmp_path / "v1", baseline_files)
     assert (result.counts["invalid_lines"], result.counts["rows_checked"]) == (2, 300)
+
+
+def read_lines(tmp_path, name: str, lines: list[str]) -> drift_check.Capture:
+    write_capture(tmp_path / name, lines)
+    source = DirectorySource(tmp_path / name)
+    return drift_check.read_capture(source, source.keys(), Window())
+
+
+def test_plain_csv_records_read_as_their_json_says(tmp_path, traffic):
+    """Lines the reader takes apart without decoding JSON (json.dumps' layout or compact) give
+    what decoding the same records gives; so do files that mix in lines it must decode."""
+    lines = csv_lines(traffic.head(50))
+    lines[3] = probe(lines[3])
+    lines[7] = capture_line('"M",0.5,"0,4"', HOUR)  # quoted cells: an escaped body
+    records = [json.loads(line) for line in lines]
+    compact = [json.dumps(r, separators=(",", ":")) for r in records]
+    assert all(drift_check._CSV_RECORD.fullmatch(line) for line in lines[:3] + compact[:3])
+    decoded = [json.dumps(r, sort_keys=True) for r in records]  # a layout it must decode
+    assert not any(drift_check._CSV_RECORD.fullmatch(line) for line in decoded)
+    reads = [read_lines(tmp_path, name, variant) for name, variant in (
+        ("plain", lines), ("compact", compact), ("decoded", decoded),
+        ("mixed", [*lines[:20], "", "{not json", *decoded[20:]]))]
+    for capture in reads:
+        assert capture.rows == reads[2].rows
+        assert capture.rows[7 - 1] == ["M", "0.5", "0,4"]  # the probe (line 3) is left out
+        assert (capture.probes, capture.first_time, capture.last_time) == (
+            1, reads[2].first_time, reads[2].last_time)
+    assert [(c.lines, c.invalid_lines) for c in reads] == [(50, 0)] * 3 + [(51, 1)]
