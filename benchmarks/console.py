@@ -7,6 +7,8 @@ RegisterModel step that names its package), then each page is fetched over HTTP.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import statistics
@@ -71,11 +73,12 @@ def run() -> None:
             for path in ("/registry", f"/registry/{VERSIONS // 2}", "/executions",
                          f"/executions/{execution_id}", "/deployments", "/monitoring"):
                 times = []
-                for _ in range(REPEATS):
-                    begin = time.perf_counter()
-                    with urllib.request.urlopen(base + path) as reply:
-                        reply.read()
-                    times.append((time.perf_counter() - begin) * 1000)
+                with contextlib.redirect_stderr(io.StringIO()):  # the console's request log
+                    for _ in range(REPEATS):
+                        begin = time.perf_counter()
+                        with urllib.request.urlopen(base + path) as reply:
+                            reply.read()
+                        times.append((time.perf_counter() - begin) * 1000)
                 print(f"GET {path:<42} median {statistics.median(times):6.1f} ms "
                       f"(goal < {GOAL_MS} ms; {VERSIONS} versions, {EXECUTIONS} executions)")
         finally:
