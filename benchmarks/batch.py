@@ -3,6 +3,7 @@ same rows, with the pipeline's model registered and approved in a private state 
 
 from __future__ import annotations
 
+import statistics
 import tarfile
 import tempfile
 import time
@@ -20,6 +21,8 @@ from mlops_local.registry import LocalRegistry
 from mlops_local.store import LocalStore
 
 ROWS = 1_000_000
+# The reference rate: the median of three predicts of 200,000 rows (a rate, so fewer rows do).
+REFERENCE_ROWS, REFERENCE_REPEATS = 200_000, 3
 
 
 def _approve(model_dir: Path, cfg: config.Config) -> None:
@@ -56,18 +59,21 @@ def run(model_dir: Path) -> list[dict]:
     transform = next(s for s in result.execution["Steps"] if s["StepType"] == "Transform")
     model = joblib.load(Path(model_dir) / "model.joblib")
     features_step, estimator = model.steps[0][1], model.steps[-1][1]
-    matrix = features_step.transform(frame)
+    matrix = features_step.transform(frame.iloc[:REFERENCE_ROWS])
+    rates = []
     with threadpool_limits(1):  # the estimator's own predict on one core
-        started = time.perf_counter()
-        estimator.predict(matrix)
-        bare = time.perf_counter() - started
+        for _ in range(REFERENCE_REPEATS):
+            started = time.perf_counter()
+            estimator.predict(matrix)
+            rates.append(REFERENCE_ROWS / (time.perf_counter() - started))
+    own_rate = statistics.median(rates)
     transform_rate = result.scored / _seconds(transform)
     row = {
         "benchmark": f"batch run, {ROWS:,} csv rows",
         "rows_scored": result.scored,
         "transform_rows_per_s": round(transform_rate),
-        "estimator_one_core_rows_per_s": round(ROWS / bare),
-        "ratio": round(transform_rate / (ROWS / bare), 2),
+        "estimator_one_core_rows_per_s": round(own_rate),
+        "ratio": round(transform_rate / own_rate, 2),
         "goal_ratio": 1.6,
         "command_seconds": round(total, 1),
     }

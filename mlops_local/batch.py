@@ -15,6 +15,7 @@ from pathlib import Path
 from mlops_core import targets
 from mlops_core.config import ROOT, Config
 from mlops_core.files import content_hash
+from mlops_local import warm
 from mlops_local.engine import runner
 from mlops_local.registry import LocalRegistry
 from mlops_local.store import LocalStore
@@ -47,6 +48,9 @@ def run(config: Config, input_file: Path, output: Path | None = None,
         raise BatchError(f"input file not found: {input_file}")
     package = build.newest_approved_package(registry or LocalRegistry(),
                                             config.model_package_group)
+    # The transform's workers fork from the jobs' fork server: it imports the libraries on the
+    # other core while this process builds or loads the definition.
+    warm.prepare()
     store = LocalStore()
     target = targets.local(config, store)
     input_uri = (f"s3://{target.bucket}/{config.project}/batch/input/"

@@ -42,7 +42,7 @@ CSV = "text/csv"
 MB = 1024 * 1024
 DEFAULT_PAYLOAD_MB = 6  # CreateTransformJob's default MaxPayloadInMB
 FIRST_MESSAGES = 3
-CHUNKS_PER_WORKER = 4
+CHUNKS_PER_WORKER = 8
 MIN_CHUNK_BYTES = 256 * 1024  # below this an object is scored in the engine's own process
 # A row scored alone is "row 1" to the handler; its line number in the file says more.
 _SINGLE_ROW = re.compile(r"^row 1(?:, |: )")
