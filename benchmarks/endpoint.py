@@ -95,23 +95,22 @@ class _Connection:
         return elapsed
 
 
-def _timings(port: int, body: bytes, count: int) -> list[float]:
-    """Milliseconds per request, one after another over one connection."""
+def _timings(port: int, body: bytes, count: int, estimator=None, matrix=None
+             ) -> tuple[list[float], list[float]]:
+    """Milliseconds per request, one after another over one connection; with an estimator,
+    also the milliseconds of its own predict on the transformed rows (one core) right after
+    each request, so that both see the machine in the same state."""
     connection = _Connection(port, body)
-    timings = [connection.request_ms() for _ in range(count)]
-    connection.sock.close()
-    return timings
-
-
-def _own_predict_ms(estimator, matrix, count: int) -> list[float]:
-    """Milliseconds of the estimator's own predict on the transformed rows, on one core."""
-    timings = []
+    served, own = [], []
     with threadpool_limits(1):
         for _ in range(count):
-            started = time.perf_counter()
-            estimator.predict(matrix)
-            timings.append((time.perf_counter() - started) * 1000)
-    return timings
+            served.append(connection.request_ms())
+            if estimator is not None:
+                started = time.perf_counter()
+                estimator.predict(matrix)
+                own.append((time.perf_counter() - started) * 1000)
+    connection.sock.close()
+    return served, own
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -134,9 +133,8 @@ def run(model_dir: Path) -> list[dict]:
         try:
             port = endpoint["port"]
             _timings(port, one_row, 50)  # warm up
-            served = _timings(port, one_row, ONE_ROW_REQUESTS)
-            own = _own_predict_ms(estimator, features_step.transform(features.iloc[:1]),
-                                  ONE_ROW_REQUESTS)
+            served, own = _timings(port, one_row, ONE_ROW_REQUESTS, estimator,
+                                   features_step.transform(features.iloc[:1]))
             p50, own_p50 = _quantile(served, 50), _quantile(own, 50)
             rows = [{
                 "benchmark": "endpoint 1-row csv, 1 client",
@@ -161,8 +159,8 @@ def run(model_dir: Path) -> list[dict]:
                 "requests_answered_200": len(concurrent),
                 "records_captured": _captured(capture) - captured_before,
             })
-            served = _timings(port, batch_body, BATCH_REQUESTS)
-            own = _own_predict_ms(estimator, features_step.transform(batch), BATCH_REQUESTS)
+            served, own = _timings(port, batch_body, BATCH_REQUESTS, estimator,
+                                   features_step.transform(batch))
             rows.append({
                 "benchmark": f"endpoint {BATCH_ROWS}-row csv batches",
                 "rows_per_s": round(BATCH_ROWS / (statistics.median(served) / 1000)),

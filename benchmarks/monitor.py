@@ -6,7 +6,9 @@ four hour folders; the baseline is that of a 70% sample, as the training pipelin
 
 from __future__ import annotations
 
+import gc
 import json
+import statistics
 import tempfile
 import time
 import uuid
@@ -21,6 +23,7 @@ from model_build.scripts import baseline
 from model_deploy.monitoring import drift_check
 
 RECORDS = 100_000
+REPEATS = 3  # each figure is the median of three runs
 HOURS = 4
 
 
@@ -68,11 +71,19 @@ def run() -> list[dict]:
         baseline.run(work / "train.csv", work / "schema.json", work / "baseline")
         traffic = data[cfg.feature_names].sample(RECORDS, replace=True, random_state=1)
         files = write_capture(work / "v1", traffic, start)
-        check_s, result = timed(lambda: drift_check.run(
-            drift_check.DirectorySource(work / "v1"), work / "baseline" / "statistics.json",
-            work / "baseline" / "constraints.json", work / "out", model_version=1))
-        read_s, frame = timed(lambda: pd.concat(
-            [pd.read_json(f, lines=True) for f in files], ignore_index=True))
+        # This process holds the objects of the sections before (the SDK among them), which a
+        # drift check job does not: keep them out of the garbage collector's passes.
+        gc.freeze()
+        checks, reads = [], []
+        for _ in range(REPEATS):  # alternating, so that neither runs on a colder process
+            check_s, result = timed(lambda: drift_check.run(
+                drift_check.DirectorySource(work / "v1"), work / "baseline" / "statistics.json",
+                work / "baseline" / "constraints.json", work / "out", model_version=1))
+            read_s, frame = timed(lambda: pd.concat(
+                [pd.read_json(f, lines=True) for f in files], ignore_index=True))
+            checks.append(check_s)
+            reads.append(read_s)
+        check_s, read_s = statistics.median(checks), statistics.median(reads)
     rows = [
         {"step": "drift check (read, parse, compare, write report)", "records": RECORDS,
          "seconds": round(check_s, 2), "verdict": result.verdict},
@@ -80,7 +91,8 @@ def run() -> list[dict]:
          "seconds": round(read_s, 2), "verdict": "-"},
     ]
     print(format_rows(rows))
-    print(f"drift check / read_json = {check_s / read_s:.2f} (goal: below 1)")
+    print(f"drift check / read_json = {check_s / read_s:.2f} (goal: below 1; medians of "
+          f"{REPEATS} alternating runs)")
     return rows
 
 
