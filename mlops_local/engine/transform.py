@@ -56,11 +56,6 @@ class FileResult:
     scored: int = 0
     errors: list[dict] = field(default_factory=list)
 
-    def add(self, other: FileResult) -> None:
-        self.output += other.output
-        self.scored += other.scored
-        self.errors += other.errors
-
 
 def run_transform(arguments: dict, job: Job, registry: LocalRegistry) -> tuple[dict, dict]:
     """Run a resolved CreateTransformJob request; its DescribeTransformJob-shaped properties
@@ -229,10 +224,10 @@ def _transform_in_worker(chunk: tuple[int, bytes], settings: Settings) -> FileRe
 
 def _transform_file(data: bytes, scorer: Scorer, settings: Settings) -> FileResult:
     """Score one input object: its chunks of whole lines, each split into mini-batches."""
-    result = FileResult()
-    for part in scorer.score(_chunks(data, _chunk_bytes(len(data), settings))):
-        result.add(part)
-    return result
+    parts = scorer.score(_chunks(data, _chunk_bytes(len(data), settings)))
+    return FileResult("".join(part.output for part in parts),
+                      sum(part.scored for part in parts),
+                      [error for part in parts for error in part.errors])
 
 
 def _chunk_bytes(size: int, settings: Settings) -> int:
