@@ -349,16 +349,17 @@ class Refusals:
     probes: int = 0
     problems: dict = field(default_factory=dict)  # (reason, feature, value) -> bad rows
 
+    def _ordered(self) -> list[tuple[tuple, int]]:
+        return sorted(self.problems.items(), key=lambda item: -item[1])  # most rows first
+
     def by_feature(self) -> list[dict]:
         """The problems as {reason, feature, value, rows}, most rows first."""
-        ordered = sorted(self.problems.items(), key=lambda item: -item[1])
         return [{"reason": reason, "feature": feature, "value": value, "rows": rows}
-                for (reason, feature, value), rows in ordered]
+                for (reason, feature, value), rows in self._ordered()]
 
     def lines(self, total_rows: int) -> list[str]:
         """One sentence per problem, most rows first, with its share of all rows sent."""
-        ordered = sorted(self.problems.items(), key=lambda item: -item[1])
-        return [_problem_line(*problem, rows, total_rows) for problem, rows in ordered]
+        return [_problem_line(*problem, rows, total_rows) for problem, rows in self._ordered()]
 
 
 def _problem_line(reason: str, feature, value, rows: int, total: int) -> str:
@@ -884,6 +885,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def job_failed(check: str, err: Exception) -> int:
+    """End a monitoring job: the error in /opt/ml/output/message when run as a Processing job
+    (SageMaker shows it as the failure reason), and on stderr; the exit code."""
+    message = Path(os.environ.get("MLOPS_OPT_ML", "/opt/ml")) / "output" / "message"
+    if message.parent.is_dir():
+        message.write_text(str(err))
+    print(f"{check} failed: {err}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
@@ -903,11 +914,7 @@ def main(argv: list[str] | None = None) -> int:
                      Window(args.start, args.end), args.model_version, names, sink,
                      args.max_refused_share, args.include_probes, earlier)
     except DriftCheckError as err:
-        message = Path(os.environ.get("MLOPS_OPT_ML", "/opt/ml")) / "output" / "message"
-        if message.parent.is_dir():
-            message.write_text(str(err))
-        print(f"drift check failed: {err}", file=sys.stderr)
-        return 1
+        return job_failed("drift check", err)
     print(f"{result.verdict}: {result.counts['rows_checked']} rows checked, "
           f"{len(result.violations)} violation(s); report {result.report_path}")
     return 0

@@ -30,7 +30,6 @@ import argparse
 import base64
 import binascii
 import json
-import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -343,11 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                      package_metrics(session, args.model_package_arn), args.output,
                      drift_check.Window(args.start, args.end), args.rmse_tolerance, sink)
     except (ModelQualityError, drift_check.DriftCheckError, BotoCoreError, ClientError) as err:
-        message = Path(os.environ.get("MLOPS_OPT_ML", "/opt/ml")) / "output" / "message"
-        if message.parent.is_dir():
-            message.write_text(str(err))
-        print(f"model quality check failed: {err}", file=sys.stderr)
-        return 1
+        return drift_check.job_failed("model quality check", err)
     print(f"{result.verdict}: {result.counts['rows_compared']} rows with ground truth, "
           f"rmse {result.metrics['rmse']} against {result.rmse_threshold:.4f}")
     return 0
