@@ -45,16 +45,18 @@ def record_gate(stage: str, package: dict, checks: list[dict], passed: bool = Tr
     return _gate_file(stage, last=not passed)
 
 
+def _read_gate(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def passed_gate(stage: str) -> dict | None:
     """The stage's last passed endpoint test, or None."""
-    path = _gate_file(stage)
-    return json.loads(path.read_text()) if path.is_file() else None
+    return _read_gate(_gate_file(stage))
 
 
 def last_gate(stage: str) -> dict | None:
     """The stage's last endpoint test, passed or not (`Passed`), or None."""
-    path = _gate_file(stage, last=True)
-    return json.loads(path.read_text()) if path.is_file() else None
+    return _read_gate(_gate_file(stage, last=True))
 
 
 def unpack_model(package: dict, store: LocalStore) -> Path:
