@@ -46,24 +46,33 @@ def set_status(group: str, version: str, status: str, note: str,
     return Change(name, status, changed=True, serving=serving)
 
 
-def stages_serving(package: dict) -> list[str]:
-    """The stages whose running local endpoint serves this model package."""
-    serving = []
+def served_models() -> dict[str, dict]:
+    """stage -> the model_info (group, version, ...) of the stage's running local endpoint."""
+    served = {}
     for stage in STAGES:
         try:
-            model = lifecycle.status(stage)["model_info"]
+            served[stage] = lifecycle.status(stage)["model_info"]
         except ValueError:  # no endpoint runs for this stage
             continue
-        if (model.get("ModelPackageGroupName"), model.get("ModelPackageVersion")) == (
-                package["ModelPackageGroupName"], package["ModelPackageVersion"]):
-            serving.append(stage)
-    return serving
+    return served
+
+
+def stages_serving(package: dict) -> list[str]:
+    """The stages whose running local endpoint serves this model package."""
+    return [stage for stage, model in served_models().items()
+            if (model.get("ModelPackageGroupName"), model.get("ModelPackageVersion")) == (
+                package["ModelPackageGroupName"], package["ModelPackageVersion"])]
+
+
+def evaluation_uri(package: dict) -> str | None:
+    """Where the package's registered ModelQuality statistics (evaluation.json) are."""
+    return package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get(
+        "S3Uri")
 
 
 def evaluation(package: dict, store: LocalStore | None = None) -> dict | None:
     """The package's registered ModelQuality statistics (evaluation.json), None if unreadable."""
-    uri = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri")
     try:
-        return json.loads((store or LocalStore()).path(uri).read_text())
+        return json.loads((store or LocalStore()).path(evaluation_uri(package)).read_text())
     except (StoreError, OSError, TypeError, ValueError):
         return None

@@ -48,13 +48,8 @@ def duration(start: str | None, end: str | None) -> str:
 
 def serving_versions() -> dict[str, int]:
     """stage -> the model package version its running endpoint serves."""
-    serving = {}
-    for stage in STAGES:
-        try:
-            serving[stage] = lifecycle.status(stage)["model_info"].get("ModelPackageVersion")
-        except ValueError:
-            continue
-    return serving
+    return {stage: model.get("ModelPackageVersion")
+            for stage, model in review.served_models().items()}
 
 
 def _metrics(package: dict, store: LocalStore) -> dict[str, float]:
@@ -110,7 +105,7 @@ def version_page(cfg: Config, version: str) -> dict:
 
 def _plot_path(pkg: dict, store: LocalStore) -> Path | None:
     """Evaluate writes prediction_plot.png beside the evaluation.json the package registers."""
-    uri = pkg.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri")
+    uri = review.evaluation_uri(pkg)
     try:
         path = store.path(uri.rsplit("/", 1)[0] + "/prediction_plot.png")
     except (StoreError, AttributeError):
