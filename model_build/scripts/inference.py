@@ -31,6 +31,7 @@ import csv
 import functools
 import io
 import json
+import operator
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,8 @@ SUPPORTED = (CSV, JSON)
 
 
 REFUSAL_EVENT = "MLOPS_REFUSAL"
+# The cells a numeric column reads at once: text, and JSON numbers (a JSON true is not 1).
+NUMBER_CELLS = frozenset({str, int, float})
 
 
 @dataclass(frozen=True)
@@ -114,9 +117,11 @@ def _logged(handler):
 
 @dataclass(frozen=True)
 class Rows:
-    """A parsed request: rows as lists of cells (CSV, JSON lists) or dicts (JSON objects)."""
+    """A parsed request: rows as lists of cells (CSV, JSON lists) or dicts (JSON objects);
+    `text` when every row is a list of text cells (a CSV body)."""
 
     rows: list
+    text: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,39 +136,67 @@ class ServingModel:
 class LeanPath:
     """The Pipeline's fitted feature step as arrays, and its final estimator.
 
-    `blocks` are the ColumnTransformer's outputs in order: ("onehot", feature, {value:
-    column}) or ("numbers", features, mean or None, scale or None)."""
+    The estimator's matrix has `width` columns: the numeric features `numbers` go to
+    `number_columns` as (value - offset) / scale (offset 0 and scale 1 where the step passes
+    a value through); each one-hot feature in `onehots` (name, position in a row, column of
+    each configured value) sets one column to 1, or none for a value the encoder never saw
+    (column -1), as handle_unknown="ignore" does."""
 
-    blocks: tuple
+    numbers: tuple[str, ...]
+    number_positions: tuple[int, ...]
+    number_columns: np.ndarray
+    offset: np.ndarray
+    scale: np.ndarray
+    onehots: tuple[tuple[str, int, dict[str, int]], ...]
+    row_width: int
     width: int
     estimator: object
 
     def matrix(self, columns: dict) -> np.ndarray:
+        """The matrix of checked columns (`checked_columns`)."""
         rows = len(next(iter(columns.values())))
-        out = np.zeros((rows, self.width))
-        start = 0
-        for block in self.blocks:
-            if block[0] == "onehot":
-                _, name, positions = block
-                # an unknown value: all zeros, as handle_unknown="ignore"
-                at = np.fromiter((positions.get(value, -1) for value in columns[name]),
-                                 dtype=np.intp, count=rows)
-                known = np.flatnonzero(at >= 0)
-                out[known, start + at[known]] = 1.0
-                start += len(positions)
-            else:
-                _, names, mean, scale = block
-                values = np.column_stack([columns[name] for name in names])
-                if mean is not None:
-                    values = values - mean
-                if scale is not None:
-                    values = values / scale
-                out[:, start:start + len(names)] = values
-                start += len(names)
+        numbers = (np.column_stack([columns[name] for name in self.numbers]) if self.numbers
+                   else np.empty((rows, 0)))
+        return self._filled(numbers, [[at[value] for value in columns[name]]
+                                      for name, _, at in self.onehots])
+
+    def text_matrix(self, rows: list) -> np.ndarray | None:
+        """The matrix of CSV rows when every row is well formed: the schema's width, finite
+        numbers and categories spelled as configured; None when any row is not, for
+        `checked_columns` to name what is wrong (or to read a category spelled otherwise)."""
+        if not all(len(row) == self.row_width for row in rows):
+            return None
+        take = operator.itemgetter(*self.number_positions) if self.numbers else None
+        numbers = (_finite(list(map(take, rows))) if take else np.empty((len(rows), 0)))
+        if numbers is None:
+            return None
+        try:
+            onehot = [[at[row[position]] for row in rows] for _, position, at in self.onehots]
+        except KeyError:
+            return None
+        return self._filled(numbers.reshape(len(rows), len(self.numbers)), onehot)
+
+    def _filled(self, numbers: np.ndarray, onehot: list[list[int]]) -> np.ndarray:
+        out = np.zeros((len(numbers), self.width))
+        out[:, self.number_columns] = (numbers - self.offset) / self.scale
+        for columns in onehot:
+            at = np.asarray(columns, dtype=np.intp)
+            seen = np.flatnonzero(at >= 0)
+            out[seen, at[seen]] = 1.0
         return out
 
     def predict(self, columns: dict) -> np.ndarray:
         return self.estimator.predict(self.matrix(columns))
+
+
+def _finite(cells) -> np.ndarray | None:
+    """The cells as floats when every one is a finite number (a text cell read as float()
+    reads it), else None."""
+    try:
+        values = np.array(cells, dtype=float)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return values if np.isfinite(values).all() else None
 
 
 def lean_path(pipeline, features: tuple[str, ...], categories: dict) -> LeanPath:
@@ -180,9 +213,9 @@ def lean_path(pipeline, features: tuple[str, ...], categories: dict) -> LeanPath
         raise ValueError(f"its first step is a {type(encode).__name__}, not a ColumnTransformer")
     if list(getattr(encode, "feature_names_in_", [])) != list(features):
         raise ValueError("its ColumnTransformer was fitted on other columns than the schema's")
-    blocks, width = [], 0
-    for name, transformer, columns in encode.transformers_:
-        names = [features[c] if isinstance(c, int | np.integer) else c for c in columns]
+    numbers, columns, offsets, scales, onehots, width = [], [], [], [], [], 0
+    for name, transformer, selected in encode.transformers_:
+        names = [features[c] if isinstance(c, int | np.integer) else c for c in selected]
         if transformer == "drop" or not names:
             continue
         if isinstance(transformer, OneHotEncoder):
@@ -191,19 +224,39 @@ def lean_path(pipeline, features: tuple[str, ...], categories: dict) -> LeanPath
                     or any(n not in categories for n in names)):
                 raise ValueError(f"its one-hot step '{name}' drops, groups or errors on values")
             for feature, values in zip(names, transformer.categories_, strict=True):
-                blocks.append(("onehot", feature, {str(v): i for i, v in enumerate(values)}))
+                seen = {str(v): width + i for i, v in enumerate(values)}
+                onehots.append((feature, features.index(feature),
+                                _configured_columns(categories[feature], seen)))
                 width += len(values)
         elif (transformer == "passthrough" or isinstance(transformer, StandardScaler)
               or (isinstance(transformer, FunctionTransformer) and transformer.func is None)):
             if any(n in categories for n in names):
                 raise ValueError(f"its step '{name}' passes categorical columns through")
-            mean = getattr(transformer, "mean_", None)
-            scale = getattr(transformer, "scale_", None)
-            blocks.append(("numbers", tuple(names), mean, scale))
-            width += len(names)
+            scaler = transformer if isinstance(transformer, StandardScaler) else None
+            count = len(names)
+            offsets.append(scaler.mean_ if scaler and scaler.with_mean else np.zeros(count))
+            scales.append(scaler.scale_ if scaler and scaler.with_std else np.ones(count))
+            numbers += names
+            columns += range(width, width + count)
+            width += count
         else:
             raise ValueError(f"its step '{name}' is a {type(transformer).__name__}")
-    return LeanPath(tuple(blocks), width, estimator)
+    return LeanPath(tuple(numbers), tuple(features.index(n) for n in numbers),
+                    np.array(columns, dtype=np.intp), np.concatenate([[], *offsets]),
+                    np.concatenate([[], *scales]), tuple(onehots), len(features), width,
+                    estimator)
+
+
+def _configured_columns(allowed: tuple[str, ...], seen: dict[str, int]) -> dict[str, int]:
+    """The matrix column of each configured spelling of a category (of the value it means),
+    -1 for one the encoder never saw."""
+    columns = {}
+    for spelling in allowed:
+        try:
+            columns[spelling] = seen.get(contract.to_category(spelling, allowed), -1)
+        except contract.ContractError:  # a spelling that reads as missing is never served
+            continue
+    return columns
 
 
 def model_fn(model_dir):
@@ -243,8 +296,8 @@ def input_fn(request_body, request_content_type):
     if content_type == CSV:
         if not any(mark in request_body for mark in ('"', "\r", "\0")):
             # What csv.reader reads when no field is quoted, without its per-row cost.
-            return Rows([line.split(",") for line in request_body.split("\n") if line])
-        return Rows([row for row in csv.reader(io.StringIO(request_body)) if row])
+            return Rows([line.split(",") for line in request_body.split("\n") if line], True)
+        return Rows([row for row in csv.reader(io.StringIO(request_body)) if row], True)
     return Rows(_json_instances(request_body))
 
 
@@ -265,9 +318,14 @@ def _json_instances(text: str) -> list:
 
 @_logged
 def predict_fn(input_data, model):
+    lean = model.lean
+    if lean is not None and input_data.text:
+        matrix = lean.text_matrix(input_data.rows)
+        if matrix is not None:
+            return lean.estimator.predict(matrix)
     columns = checked_columns(input_data.rows, model)
-    if model.lean is not None:
-        return model.lean.predict(columns)
+    if lean is not None:
+        return lean.predict(columns)
     return model.pipeline.predict(pd.DataFrame(columns, columns=list(model.features)))
 
 
@@ -326,17 +384,15 @@ def _cell_problem(number: int, name: str, cell, err: contract.ContractError) -> 
 
 def _numeric(name: str, cells: list, _allowed, problems: list, misshaped: set) -> np.ndarray:
     values = None
-    if not misshaped:
-        try:
-            values = np.array(cells, dtype=float)  # the fast path: every cell a number
-        except (TypeError, ValueError, OverflowError):
-            pass
-    if values is None or not np.all(np.isfinite(values)):
+    if not misshaped and all(type(cell) in NUMBER_CELLS for cell in cells):
+        values = _finite(cells)  # the fast path: every cell a finite number
+    if values is None:
+        values = np.full(len(cells), np.nan)
         for number, cell in enumerate(cells, start=1):
             if number in misshaped:
                 continue
             try:
-                contract.to_number(cell)
+                values[number - 1] = contract.to_number(cell)
             except contract.ContractError as err:
                 problems.append(_cell_problem(number, name, cell, err))
     return values

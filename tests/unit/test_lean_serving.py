@@ -3,13 +3,15 @@ fits; a model of another shape is served through its Pipeline, and the log says 
 
 from __future__ import annotations
 
+import warnings
+
 import joblib
 import numpy as np
 import pytest
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OrdinalEncoder
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from mlops_core import config as project_config
 from model_build.scripts import contract, inference, train
@@ -28,9 +30,16 @@ def _serving(model_dir):
     return inference.model_fn(model_dir)
 
 
+def _csv(cells: list) -> inference.Rows:
+    return inference.input_fn("".join(",".join(row) + "\n" for row in cells), "text/csv")
+
+
 @pytest.mark.parametrize("candidate", sorted(CONFIG.candidates))
-def test_lean_path_equals_the_pipeline_on_the_whole_data_set(candidate, abalone_split, schema,
-                                                             rows, tmp_path, capsys):
+@pytest.mark.parametrize("route", ["csv", "checked"])
+def test_lean_path_equals_the_pipeline_on_the_whole_data_set(candidate, route, abalone_split,
+                                                             schema, rows, tmp_path, capsys):
+    """Both routes to the estimator's matrix: a CSV body's (read at once when every row is
+    well formed) and the checked columns' (JSON rows, or text spelled otherwise)."""
     settings = train.parse_hyperparameters(
         [f"--{k}={v}" for k, v in CONFIG.candidates[candidate].items()])
     pipeline, _ = train.train(abalone_split / "train", abalone_split / "validation", schema,
@@ -41,19 +50,50 @@ def test_lean_path_equals_the_pipeline_on_the_whole_data_set(candidate, abalone_
     assert served.lean is not None
     assert "serving on the lean path" in capsys.readouterr().err
     frame, cells = rows
-    lean = inference.predict_fn(inference.Rows(cells), served)
+    request = _csv(cells) if route == "csv" else inference.Rows(cells)
+    assert request.text is (route == "csv")
+    lean = inference.predict_fn(request, served)
     reference = pipeline.predict(frame)
     assert np.max(np.abs(lean - reference)) <= 1e-9
 
 
-def test_unseen_category_is_all_zeros_as_in_the_pipeline(trained_model_dir, rows):
-    served = _serving(trained_model_dir)
+def test_a_value_the_encoder_never_saw_is_all_zeros_as_in_the_pipeline(trained_model_dir, rows,
+                                                                      tmp_path):
     frame, cells = rows
-    schema_allows = dict(served.lean.blocks[0][2])  # the one-hot block of 'sex'
-    assert set(schema_allows) == set(served.categories["sex"])
-    row = cells[:1]
-    assert inference.predict_fn(inference.Rows(row), served) == pytest.approx(
-        served.pipeline.predict(frame.iloc[:1]), abs=1e-9)
+    without_males = make_pipeline(
+        ColumnTransformer([("sex", OneHotEncoder(categories=[["F", "I"]], handle_unknown="ignore"),
+                            CONFIG.categorical)], remainder=StandardScaler()), Ridge())
+    known = frame["sex"] != "M"
+    without_males.fit(frame[known], np.arange(float(known.sum())))
+    (tmp_path / contract.SCHEMA_FILE).write_text(
+        (trained_model_dir / contract.SCHEMA_FILE).read_text())
+    joblib.dump(without_males, tmp_path / "model.joblib")
+    served = _serving(tmp_path)
+    (name, _, columns), = served.lean.onehots
+    assert name == "sex" and columns["M"] == -1
+    males = [row for row in cells if row[0] == "M"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the encoder warns of the unknown value it ignores
+        reference = without_males.predict(frame[~known])
+    for request in (_csv(males), inference.Rows(males)):
+        assert np.max(np.abs(inference.predict_fn(request, served) - reference)) <= 1e-9
+
+
+def test_a_scaler_that_does_not_centre_is_read_as_it_transforms(trained_model_dir, rows,
+                                                                tmp_path):
+    frame, cells = rows
+    uncentred = make_pipeline(
+        ColumnTransformer([("sex", OneHotEncoder(handle_unknown="ignore"), CONFIG.categorical)],
+                          remainder=StandardScaler(with_mean=False)), Ridge())
+    uncentred.fit(frame, np.arange(float(len(frame))))
+    (tmp_path / contract.SCHEMA_FILE).write_text(
+        (trained_model_dir / contract.SCHEMA_FILE).read_text())
+    joblib.dump(uncentred, tmp_path / "model.joblib")
+    served = _serving(tmp_path)
+    assert served.lean is not None and not served.lean.offset.any()
+    reference = uncentred.predict(frame)
+    for request in (_csv(cells), inference.Rows(cells)):
+        assert np.max(np.abs(inference.predict_fn(request, served) - reference)) <= 1e-9
 
 
 def test_another_model_shape_is_served_through_its_pipeline(trained_model_dir, tmp_path, rows,
