@@ -21,6 +21,7 @@ Run: python -m mlops_local.endpoint.server --model-dir DIR [--port 0] [--capture
 from __future__ import annotations
 
 import argparse
+import email.utils
 import functools
 import importlib.util
 import io
@@ -42,12 +43,14 @@ from types import ModuleType
 from mlops_core.names import INFERENCE_ID, MAX_PAYLOAD_BYTES
 from mlops_core.service_model import java_pattern
 from mlops_local.endpoint.capture import CaptureWriter
+from mlops_local.endpoint.head import plain_head
 
 HANDLERS = ("model_fn", "input_fn", "predict_fn", "output_fn")
 JSON_TYPE = "application/json"
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 POLL_S = 0.25  # how often a waiting connection looks whether the server is stopping
 LINGER_S = 1.0
+HEAD_BYTES = 8192  # a request head longer than this is read by the standard library
 
 
 class ServingCodeError(ValueError):
@@ -304,6 +307,23 @@ class InvocationHandler(BaseHTTPRequestHandler):
         self.served += 1
         super().handle_one_request()
 
+    def parse_request(self):
+        head = plain_head(self.raw_requestline, self.rfile.peek(HEAD_BYTES))
+        if head is None:
+            return super().parse_request()
+        self.rfile.read(head.size)  # already buffered
+        # What the standard library's parse_request does with a plain request's head.
+        self.command, self.path, self.request_version = head.command, head.path, head.version
+        self.requestline = self.raw_requestline.decode("ascii").rstrip("\r\n")
+        self.headers = head.headers
+        connection = self.headers.get("Connection", "").lower()
+        self.close_connection = (connection == "close" if head.version == "HTTP/1.1"
+                                 else connection != "keep-alive")
+        if (head.version == "HTTP/1.1"
+                and self.headers.get("Expect", "").lower() == "100-continue"):
+            return self.handle_expect_100()
+        return True
+
     def handle_expect_100(self):
         answered = super().handle_expect_100()
         self.wfile.flush()  # the client waits for the interim answer before sending the body
@@ -404,8 +424,19 @@ class InvocationHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def date_time_string(self, timestamp=None):
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        return _http_date(int(time.time()))
+
     def log_message(self, format, *args):
         """Requests are not logged: at thousands per second the log would cost more than them."""
+
+
+@functools.lru_cache(maxsize=1)
+def _http_date(second: int) -> str:
+    """The Date header of answers given in this second: formatted once, not per answer."""
+    return email.utils.formatdate(second, usegmt=True)
 
 
 def _linger(sock):

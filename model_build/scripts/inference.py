@@ -31,6 +31,7 @@ import csv
 import functools
 import io
 import json
+import math
 import operator
 import sys
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ SUPPORTED = (CSV, JSON)
 
 
 REFUSAL_EVENT = "MLOPS_REFUSAL"
+FEW_ROWS = 8  # a request of at most this many rows is read cell by cell (`text_matrix`)
 # The cells a numeric column reads at once: text, and JSON numbers (a JSON true is not 1).
 NUMBER_CELLS = frozenset({str, int, float})
 
@@ -140,7 +142,8 @@ class LeanPath:
     `number_columns` as (value - offset) / scale (offset 0 and scale 1 where the step passes
     a value through); each one-hot feature in `onehots` (name, position in a row, column of
     each configured value) sets one column to 1, or none for a value the encoder never saw
-    (column -1), as handle_unknown="ignore" does."""
+    (column -1), as handle_unknown="ignore" does. `few_rows_layout` holds the same for the
+    row-by-row reading of small requests."""
 
     numbers: tuple[str, ...]
     number_positions: tuple[int, ...]
@@ -151,6 +154,12 @@ class LeanPath:
     row_width: int
     width: int
     estimator: object
+
+    @functools.cached_property
+    def few_rows_layout(self) -> tuple:
+        """(position, column, offset, scale) of each number, as Python floats."""
+        return tuple(zip(self.number_positions, self.number_columns.tolist(),
+                         self.offset.tolist(), self.scale.tolist(), strict=True))
 
     def matrix(self, columns: dict) -> np.ndarray:
         """The matrix of checked columns (`checked_columns`)."""
@@ -166,6 +175,8 @@ class LeanPath:
         `checked_columns` to name what is wrong (or to read a category spelled otherwise)."""
         if not all(len(row) == self.row_width for row in rows):
             return None
+        if len(rows) <= FEW_ROWS:
+            return self._few_rows_matrix(rows)
         take = operator.itemgetter(*self.number_positions) if self.numbers else None
         numbers = (_finite(list(map(take, rows))) if take else np.empty((len(rows), 0)))
         if numbers is None:
@@ -175,6 +186,29 @@ class LeanPath:
         except KeyError:
             return None
         return self._filled(numbers.reshape(len(rows), len(self.numbers)), onehot)
+
+    def _few_rows_matrix(self, rows: list) -> np.ndarray | None:
+        """`text_matrix` cell by cell: below FEW_ROWS rows, numpy's cost per call would be
+        most of a request's."""
+        matrix = []
+        for row in rows:
+            values = [0.0] * self.width
+            for position, column, offset, scale in self.few_rows_layout:
+                try:
+                    value = float(row[position])
+                except ValueError:
+                    return None
+                if not math.isfinite(value):
+                    return None
+                values[column] = (value - offset) / scale
+            for _, position, at in self.onehots:
+                column = at.get(row[position])
+                if column is None:
+                    return None
+                if column >= 0:
+                    values[column] = 1.0
+            matrix.append(values)
+        return np.array(matrix)
 
     def _filled(self, numbers: np.ndarray, onehot: list[list[int]]) -> np.ndarray:
         out = np.zeros((len(numbers), self.width))

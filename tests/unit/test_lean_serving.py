@@ -55,6 +55,14 @@ def test_lean_path_equals_the_pipeline_on_the_whole_data_set(candidate, route, a
     lean = inference.predict_fn(request, served)
     reference = pipeline.predict(frame)
     assert np.max(np.abs(lean - reference)) <= 1e-9
+    if route == "csv":  # small requests are read row by row
+        few = inference.FEW_ROWS
+        for start in range(0, 30 * few, few):
+            small = inference.predict_fn(_csv(cells[start:start + few]), served)
+            assert np.max(np.abs(small - reference[start:start + few])) <= 1e-9
+        for number in range(20):
+            one = inference.predict_fn(_csv(cells[number:number + 1]), served)
+            assert abs(one[0] - reference[number]) <= 1e-9
 
 
 def test_a_value_the_encoder_never_saw_is_all_zeros_as_in_the_pipeline(trained_model_dir, rows,
@@ -77,6 +85,7 @@ def test_a_value_the_encoder_never_saw_is_all_zeros_as_in_the_pipeline(trained_m
         reference = without_males.predict(frame[~known])
     for request in (_csv(males), inference.Rows(males)):
         assert np.max(np.abs(inference.predict_fn(request, served) - reference)) <= 1e-9
+    assert abs(inference.predict_fn(_csv(males[:1]), served)[0] - reference[0]) <= 1e-9
 
 
 def test_a_scaler_that_does_not_centre_is_read_as_it_transforms(trained_model_dir, rows,
@@ -92,8 +101,9 @@ def test_a_scaler_that_does_not_centre_is_read_as_it_transforms(trained_model_di
     served = _serving(tmp_path)
     assert served.lean is not None and not served.lean.offset.any()
     reference = uncentred.predict(frame)
-    for request in (_csv(cells), inference.Rows(cells)):
-        assert np.max(np.abs(inference.predict_fn(request, served) - reference)) <= 1e-9
+    for request in (_csv(cells), _csv(cells[:3]), inference.Rows(cells)):
+        predicted = inference.predict_fn(request, served)
+        assert np.max(np.abs(predicted - reference[:len(predicted)])) <= 1e-9
 
 
 def test_another_model_shape_is_served_through_its_pipeline(trained_model_dir, tmp_path, rows,
