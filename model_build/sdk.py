@@ -10,6 +10,9 @@ time, and everything is put back when the build ends:
 - The SDK validates its defaults config against a large JSON schema on every config look-up
   (about 60 per build, 0.5 s each); the config never changes during a build, so it is
   validated once per distinct config.
+- Each ProcessingStep and TransformStep constructs a LocalSagemakerClient only to read the
+  name of one of its methods; constructing one starts a boto3 session, S3 clients and a
+  config check (0.1-0.3 s each), so the steps module gets a subclass that skips that.
 
 The SDK classes the factories need changed are subclassed in `model_build.sessions`, not
 patched. This module imports no SDK code itself, since importing the SDK already creates boto3
@@ -39,6 +42,8 @@ RELIED_ON = (
     ("sagemaker.core.workflow.pipeline_context", "PipelineSession", "upload_data"),
     ("sagemaker.core.workflow.pipeline_context", "PipelineSession", "default_bucket"),
     ("sagemaker.serve.model_builder", "ModelBuilder", "_prepare_container_def"),
+    ("sagemaker.mlops.workflow.steps", "LocalSagemakerClient", "create_processing_job"),
+    ("sagemaker.mlops.workflow.steps", "LocalSagemakerClient", "create_transform_job"),
 )
 
 
@@ -61,6 +66,12 @@ def _validate_once(original, config_json: str) -> None:
     original(json.loads(config_json))
 
 
+@functools.cache
+def _method_names_of(client_class: type) -> type:
+    """`client_class` as the steps use it, for its method names: made without a session."""
+    return type(client_class.__name__, (client_class,), {"__init__": lambda self, *_, **__: None})
+
+
 @contextlib.contextmanager
 def offline(target: Target) -> Iterator[None]:
     """Build definitions for `target` with no network and no credentials, quietly."""
@@ -79,6 +90,9 @@ def offline(target: Target) -> Iterator[None]:
     SageMakerConfig.validate_sagemaker_config = staticmethod(
         lambda sagemaker_config=None: _validate_once(
             validate, json.dumps(sagemaker_config, sort_keys=True)))
+    steps = import_module("sagemaker.mlops.workflow.steps")
+    local_client = steps.LocalSagemakerClient
+    steps.LocalSagemakerClient = _method_names_of(local_client)
     # The SDK logs and warns about every field it drops from a pipeline definition, and its
     # loggers set their own levels, so silence them all while building.
     logging.disable(logging.WARNING)
@@ -89,6 +103,7 @@ def offline(target: Target) -> Iterator[None]:
     finally:
         logging.disable(logging.NOTSET)
         SageMakerConfig.validate_sagemaker_config = original
+        steps.LocalSagemakerClient = local_client
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

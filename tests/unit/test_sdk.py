@@ -31,12 +31,18 @@ def test_a_release_without_a_member_fails_the_build_naming_it(monkeypatch, modul
 
 def test_offline_changes_nothing_outside_the_build(monkeypatch, tmp_path):
     from sagemaker.core.config.config_manager import SageMakerConfig
+    from sagemaker.mlops.workflow import steps
 
     monkeypatch.delenv("SAGEMAKER_VALIDATE_ROLE", raising=False)
     validate = SageMakerConfig.__dict__["validate_sagemaker_config"]
+    local_client = steps.LocalSagemakerClient
     target = targets.local(project_config.load(), LocalStore(tmp_path))
     with sdk.offline(target):
         assert os.environ["SAGEMAKER_VALIDATE_ROLE"] == "false"
         assert SageMakerConfig.__dict__["validate_sagemaker_config"] is not validate
+        names_only = steps.LocalSagemakerClient()  # no session, S3 clients or config check
+        assert isinstance(names_only, local_client) and not hasattr(names_only, "sagemaker_session")
+        assert names_only.create_processing_job.__name__ == "create_processing_job"
     assert "SAGEMAKER_VALIDATE_ROLE" not in os.environ
     assert SageMakerConfig.__dict__["validate_sagemaker_config"] is validate
+    assert steps.LocalSagemakerClient is local_client
