@@ -3,7 +3,7 @@
 The standard library's handler reads a request's headers with the email package's parser,
 about 45 us a request, more than the rest of the HTTP exchange. Almost every request an
 endpoint gets is plain: `GET` or `POST`, HTTP/1.0 or 1.1, a path of visible ASCII, and at
-most 100 `Name: value` lines of visible ASCII ending in CRLF, all already buffered. For
+most 99 `Name: value` lines of visible ASCII ending in CRLF, all already buffered. For
 those, `plain_head` gives what the standard library's parse would give (the same values,
 untrimmed at the end, in the same order); for anything else it gives None and the standard
 library parses the request, with its own refusals (tests/unit/test_head.py holds the two

@@ -50,7 +50,6 @@ JSON_TYPE = "application/json"
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 POLL_S = 0.25  # how often a waiting connection looks whether the server is stopping
 LINGER_S = 1.0
-HEAD_BYTES = 8192  # a request head longer than this is read by the standard library
 
 
 class ServingCodeError(ValueError):
@@ -308,7 +307,9 @@ class InvocationHandler(BaseHTTPRequestHandler):
         super().handle_one_request()
 
     def parse_request(self):
-        head = plain_head(self.raw_requestline, self.rfile.peek(HEAD_BYTES))
+        # What the reader holds after the request line (its buffer, 8 KiB): a head that is not
+        # all there yet, or longer, is read by the standard library.
+        head = plain_head(self.raw_requestline, self.rfile.peek())
         if head is None:
             return super().parse_request()
         self.rfile.read(head.size)  # already buffered
