@@ -258,11 +258,17 @@ def _transform_chunk(chunk: tuple[int, bytes], endpoint: Endpoint,
     """Score a chunk's lines in mini-batches; refused rows are isolated, not lost."""
     first, data = chunk
     result = FileResult()
+    whole = _as_one_batch(chunk, settings)
+    if whole is not None:
+        output: list[str] = []
+        _score(whole, endpoint, settings, output, result.errors, data)
+        result.output, result.scored = "".join(output), len(output)
+        return result
     # Only a quote or a carriage return can make a line other than one CSV record.
     plain = b'"' not in data and b"\r" not in data
     batches: list[list[tuple[int, str]]] = [[]]
     size = 0
-    for number, line in enumerate(_lines(data), start=first):
+    for number, line in enumerate(_lines(data.decode("utf-8", "replace")), start=first):
         record = len(line.encode()) + 1
         if not line.strip():
             result.errors.append(_error(number, line, "empty line"))
@@ -280,7 +286,7 @@ def _transform_chunk(chunk: tuple[int, bytes], endpoint: Endpoint,
             size = 0
         batches[-1].append((number, line))
         size += record
-    output: list[str] = []
+    output = []
     for batch in batches:
         if batch:
             _score(batch, endpoint, settings, output, result.errors)
@@ -289,9 +295,23 @@ def _transform_chunk(chunk: tuple[int, bytes], endpoint: Endpoint,
     return result
 
 
-def _lines(data: bytes) -> list[str]:
+def _as_one_batch(chunk: tuple[int, bytes], settings: Settings) -> list[tuple[int, str]] | None:
+    """The chunk's numbered lines when the chunk itself can be the mini-batch's body: within
+    MaxPayloadInMB, UTF-8, and no quote, carriage return or blank line (which `_transform_chunk`
+    would otherwise take out line by line); else None."""
+    first, data = chunk
+    if len(data) > settings.payload_bytes or b'"' in data or b"\r" in data:
+        return None
+    try:
+        lines = _lines(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+    return list(enumerate(lines, start=first)) if all(map(str.strip, lines)) else None
+
+
+def _lines(text: str) -> list[str]:
     """The chunk's lines, split on newlines only (as SplitType Line does), without CR."""
-    lines = [line.removesuffix("\r") for line in data.decode("utf-8", "replace").split("\n")]
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     if lines[-1] == "":  # the newline that ends the last line starts no line
         lines.pop()
     return lines
@@ -313,13 +333,15 @@ def _not_one_record(line: str) -> str | None:
 
 
 def _score(batch: list[tuple[int, str]], endpoint: Endpoint, settings: Settings,
-           output: list[str], errors: list[dict]) -> None:
-    """Score rows in one request; when refused, halve the batch until each refusal is one row.
+           output: list[str], errors: list[dict], body: bytes | None = None) -> None:
+    """Score rows in one request (`body`, when given, is theirs already joined); when refused,
+    halve the batch until each refusal is one row.
 
     Halving finds k bad rows among n in about k*log2(n) requests (scoring one by one would
     take n), and keeps the output in line order: the first half is scored first.
     """
-    body = "".join(line + "\n" for _, line in batch).encode()
+    if body is None:
+        body = "".join(line + "\n" for _, line in batch).encode()
     status, payload, _ = endpoint.invoke(body, CSV, settings.accept)
     if status == 200:
         answers = payload.decode().splitlines()

@@ -30,9 +30,9 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import itertools
 import json
 import math
-import operator
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,13 +117,21 @@ def _logged(handler):
     return logged
 
 
-@dataclass(frozen=True)
 class Rows:
-    """A parsed request: rows as lists of cells (CSV, JSON lists) or dicts (JSON objects);
-    `text` when every row is a list of text cells (a CSV body)."""
+    """A parsed request: `rows` as lists of cells (CSV, JSON lists) or dicts (JSON objects);
+    `text` when every row is a list of text cells (a CSV body). A CSV body with no quoted
+    field is kept whole as `plain`, which the lean path reads at once, and split into rows
+    only when they are asked for."""
 
-    rows: list
-    text: bool = False
+    def __init__(self, rows: list | None = None, text: bool = False, plain: str | None = None):
+        self.text, self.plain = text or plain is not None, plain
+        if rows is not None:
+            self.rows = rows
+
+    @functools.cached_property
+    def rows(self) -> list:
+        # What csv.reader reads when no field is quoted, without its per-row cost.
+        return [line.split(",") for line in self.plain.split("\n") if line]
 
 
 @dataclass(frozen=True)
@@ -169,27 +177,41 @@ class LeanPath:
         return self._filled(numbers, [[at[value] for value in columns[name]]
                                       for name, _, at in self.onehots])
 
-    def text_matrix(self, rows: list) -> np.ndarray | None:
-        """The matrix of CSV rows when every row is well formed: the schema's width, finite
-        numbers and categories spelled as configured; None when any row is not, for
-        `checked_columns` to name what is wrong (or to read a category spelled otherwise)."""
-        if not all(len(row) == self.row_width for row in rows):
+    def text_matrix(self, request: Rows) -> np.ndarray | None:
+        """The matrix of a CSV body when every row is well formed: the schema's width,
+        finite numbers and categories spelled as configured; None when any row is not (or
+        when a body of more than FEW_ROWS rows quotes a field), for `checked_columns` to name
+        what is wrong (or to read what is spelled otherwise)."""
+        plain = request.plain
+        if plain is None or plain.count("\n") <= FEW_ROWS:
+            rows = request.rows
+            if len(rows) <= FEW_ROWS:
+                return self._few_rows_matrix(rows)
+        return None if plain is None else self._plain_matrix(plain)
+
+    def _plain_matrix(self, text: str) -> np.ndarray | None:
+        """`text_matrix` of a body with no quoted field, read whole: its cells in one list,
+        each feature's every `row_width`-th."""
+        lines = list(filter(None, text.split("\n")))
+        width = self.row_width
+        if set(map(str.count, lines, itertools.repeat(","))) != {width - 1}:
             return None
-        if len(rows) <= FEW_ROWS:
-            return self._few_rows_matrix(rows)
-        take = operator.itemgetter(*self.number_positions) if self.numbers else None
-        numbers = (_finite(list(map(take, rows))) if take else np.empty((len(rows), 0)))
+        cells = ",".join(lines).split(",")
+        numbers = _finite([cells[position::width] for position in self.number_positions])
         if numbers is None:
             return None
         try:
-            onehot = [[at[row[position]] for row in rows] for _, position, at in self.onehots]
+            onehot = [list(map(at.__getitem__, cells[position::width]))
+                      for _, position, at in self.onehots]
         except KeyError:
             return None
-        return self._filled(numbers.reshape(len(rows), len(self.numbers)), onehot)
+        return self._filled(numbers.reshape(len(self.numbers), len(lines)).T, onehot)
 
     def _few_rows_matrix(self, rows: list) -> np.ndarray | None:
         """`text_matrix` cell by cell: below FEW_ROWS rows, numpy's cost per call would be
         most of a request's."""
+        if not all(len(row) == self.row_width for row in rows):
+            return None
         matrix = []
         for row in rows:
             values = [0.0] * self.width
@@ -329,8 +351,7 @@ def input_fn(request_body, request_content_type):
         raise BadRequest("request body is empty; send at least one row")
     if content_type == CSV:
         if not any(mark in request_body for mark in ('"', "\r", "\0")):
-            # What csv.reader reads when no field is quoted, without its per-row cost.
-            return Rows([line.split(",") for line in request_body.split("\n") if line], True)
+            return Rows(plain=request_body)
         return Rows([row for row in csv.reader(io.StringIO(request_body)) if row], True)
     return Rows(_json_instances(request_body))
 
@@ -354,7 +375,7 @@ def _json_instances(text: str) -> list:
 def predict_fn(input_data, model):
     lean = model.lean
     if lean is not None and input_data.text:
-        matrix = lean.text_matrix(input_data.rows)
+        matrix = lean.text_matrix(input_data)
         if matrix is not None:
             return lean.estimator.predict(matrix)
     columns = checked_columns(input_data.rows, model)
@@ -466,7 +487,7 @@ def output_fn(prediction, accept):
     wanted = _accepted(accept)
     values = np.ravel(np.asarray(prediction, dtype=float)).tolist()
     if wanted == CSV:
-        return "".join(map("{!r}\n".format, values)), CSV
+        return "\n".join(map(repr, values)) + "\n", CSV
     return json.dumps({"predictions": values}), JSON
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from mlops_core import config
-from mlops_local.engine import runner
+from mlops_local.engine import runner, transform
 from mlops_local.registry import LocalRegistry
 from mlops_local.store import LocalStore
 from tests.helpers import build_model_dir
@@ -242,3 +242,26 @@ def test_each_line_is_one_record_and_every_bad_line_is_reported(model, batch):
     assert [",".join(record[:-1]) for record in output] == [lines[i] for i in good]
     np.testing.assert_allclose([float(record[-1]) for record in output],
                                pipeline.predict(rows.iloc[good]))
+
+
+def test_a_plain_object_sent_whole_names_its_bad_rows_as_one_read_line_by_line(model, batch):
+    """With no quote, CR or blank line an object goes to the model as it is; one blank line
+    more makes the engine take its lines one by one. Both give the same answers and errors."""
+    _, _, rows = model
+    lines = csv_lines(rows.iloc[:120])
+    kinds = [kind for name, kind in BAD_KINDS.items() if "quote" not in name]
+    for count, index in enumerate(range(5, 120, 10)):
+        make, _ = kinds[count % len(kinds)]
+        lines[index] = make(lines[index].split(","))
+    settings = transform.Settings("s3://bucket/out", transform.MB, transform.CSV, True)
+    results = []
+    for spelled in (lines, [*lines, "   "]):
+        whole = transform._as_one_batch((1, "".join(f"{line}\n" for line in spelled).encode()),
+                                        settings)
+        assert (whole is None) is (spelled is not lines)
+        _, step, store = batch({"rows.csv": spelled})
+        errors = [json.loads(e) for e in read(store, f"{step['Outputs'][0]}/rows.csv.errors.jsonl")]
+        results.append((read(store, f"{step['Outputs'][0]}/rows.csv.out"),
+                        [e for e in errors if e["line"] <= len(lines)]))
+    assert results[0] == results[1]
+    assert [e["line"] for e in results[0][1]] == list(range(6, 121, 10))

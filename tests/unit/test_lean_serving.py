@@ -121,3 +121,65 @@ def test_another_model_shape_is_served_through_its_pipeline(trained_model_dir, t
         in capsys.readouterr().err
     np.testing.assert_allclose(inference.predict_fn(inference.Rows(cells[:5]), served),
                                odd.predict(frame.iloc[:5]))
+
+
+def _outcome(request, served):
+    try:
+        return inference.predict_fn(request, served).tolist()
+    except inference.BadRequest as err:
+        return str(err)
+
+
+@pytest.fixture(scope="module")
+def long_body(rows):
+    """Fifty rows as one CSV body: more than FEW_ROWS, so it is read whole."""
+    return [",".join(row) for row in rows[1][:50]]
+
+
+@pytest.mark.parametrize("spelling", [
+    "plain", "no final newline", "blank lines", "every field quoted"])
+def test_a_long_body_predicts_what_its_rows_predict(trained_model_dir, long_body, spelling,
+                                                    capsys):
+    served = _serving(trained_model_dir)
+    body = {
+        "plain": "\n".join(long_body) + "\n",
+        "no final newline": "\n".join(long_body),
+        "blank lines": "\n\n" + "\n\n".join(long_body) + "\n\n",
+        "every field quoted": "".join(
+            ",".join(f'"{cell}"' for cell in line.split(",")) + "\n" for line in long_body),
+    }[spelling]
+    request = inference.input_fn(body, "text/csv")
+    quoted = spelling == "every field quoted"
+    assert request.text and (request.plain is None) is quoted
+    read_whole = served.lean.text_matrix(request)
+    assert (read_whole is None) is quoted  # a quoted field is for the checked route to read
+    checked = inference.Rows([line.split(",") for line in long_body])
+    assert _outcome(request, served) == _outcome(checked, served)
+
+
+def _row_37(spell):
+    return lambda lines: [*lines[:36], ",".join(spell(lines[36].split(","))), *lines[37:]]
+
+
+@pytest.mark.parametrize("misspell", [
+    _row_37(lambda cells: cells[:-1]), _row_37(lambda cells: [*cells, "1"]),
+    _row_37(lambda cells: ["X", *cells[1:]]), _row_37(lambda cells: [" M", *cells[1:]]),
+    _row_37(lambda cells: [cells[0], "abc", *cells[2:]]),
+    _row_37(lambda cells: [cells[0], "nan", *cells[2:]]),
+    _row_37(lambda cells: [cells[0], "1e999", *cells[2:]]),
+    _row_37(lambda cells: [cells[0], "", *cells[2:]]),
+    _row_37(lambda cells: [cells[0], "1_0", *cells[2:]]),
+    _row_37(lambda cells: ["   "]),
+    # a category too many in row 37 and none in row 38: the same number of cells in all
+    lambda lines: [*lines[:36], lines[36] + ",M", lines[37].split(",", 1)[1], *lines[38:]],
+])
+def test_a_long_body_refuses_or_reads_a_bad_row_as_the_checked_route(
+        trained_model_dir, long_body, misspell, capsys):
+    """Row 37 spelled oddly: the whole body's reading gives the checked route's answer, the
+    same predictions or the same refusal naming row 37."""
+    served = _serving(trained_model_dir)
+    lines = misspell(long_body)
+    request = inference.input_fn("\n".join(lines) + "\n", "text/csv")
+    outcome = _outcome(request, served)
+    assert outcome == _outcome(inference.Rows([line.split(",") for line in lines]), served)
+    assert isinstance(outcome, list) or outcome.startswith("row 37")
