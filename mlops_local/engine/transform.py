@@ -136,9 +136,14 @@ def _settings(arguments: dict) -> Settings:
         payload_bytes=int(arguments.get("MaxPayloadInMB") or DEFAULT_PAYLOAD_MB) * MB,
         accept=output.get("Accept", CSV),
         join_input=processing.get("JoinSource", "None") == "Input",
-        concurrency=max(1, min(int(arguments.get("MaxConcurrentTransforms") or 1),
-                               os.cpu_count() or 1)),
+        concurrency=worker_count(arguments),
     )
+
+
+def worker_count(arguments: dict) -> int:
+    """How many worker processes score a job's mini-batches: its MaxConcurrentTransforms, at
+    most one per core."""
+    return max(1, min(int(arguments.get("MaxConcurrentTransforms") or 1), os.cpu_count() or 1))
 
 
 def _relative(uri: str, source: str) -> str:
