@@ -10,6 +10,8 @@ Standard library, numpy and pandas only: it runs in the SageMaker scikit-learn c
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -74,6 +76,22 @@ def categories(schema: dict) -> dict[str, tuple[str, ...]]:
     """Each categorical feature's allowed values."""
     return {f["name"]: tuple(str(v) for v in f["values"])
             for f in schema["features"] if f["type"] == "categorical"}
+
+
+# ---------------------------------------------------------------------------- CSV text
+
+
+def unquoted(text: str) -> bool:
+    """Whether a CSV text holds no quote, CR or NUL: then each line is its cells split at
+    commas, which is what csv.reader reads from it, several times faster."""
+    return not any(mark in text for mark in ('"', "\r", "\0"))
+
+
+def csv_rows(text: str) -> list[list[str]]:
+    """The rows of a CSV text as csv.reader reads them, blank lines left out."""
+    if unquoted(text):
+        return [line.split(",") for line in text.split("\n") if line]
+    return [row for row in csv.reader(io.StringIO(text)) if row]
 
 
 # ---------------------------------------------------------------------------- one cell

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import csv
 import json
 import math
 import os
@@ -283,15 +282,6 @@ def _read_file(key: str, text: str, capture: Capture, include_probes: bool
     return payloads, times
 
 
-def _csv_rows(bodies: list[str]) -> list[list[str]]:
-    """The rows of the CSV bodies, read as one text; split at commas when nothing is quoted
-    (what csv.reader does then, several times faster)."""
-    text = "\n".join(bodies)
-    if '"' in text or "\0" in text:
-        return [row for row in csv.reader(text.splitlines()) if row]
-    return [line.split(",") for line in text.splitlines() if line]
-
-
 def read_capture(source, keys: list[str], window: Window, include_probes: bool = False
                  ) -> Capture:
     """Every request row captured in the window (the gate's probes left out and counted),
@@ -336,7 +326,7 @@ def read_capture(source, keys: list[str], window: Window, include_probes: bool =
         else:
             capture.rows.extend(content)
     # One pass over every CSV body is several times faster than one reader per request.
-    capture.rows.extend(_csv_rows(csv_bodies))
+    capture.rows.extend(contract.csv_rows("\n".join(csv_bodies)))
     return capture
 
 

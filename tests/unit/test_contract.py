@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import numpy as np
@@ -114,3 +116,11 @@ def test_numeric_looking_categories_through_preprocess_and_serving(schema):
     columns = inference.checked_columns([[2.0, 0.5, 0.4, 0.1, 0.5, 0.2, 0.1, 0.15],
                                          ["1", 0.5, 0.4, 0.1, 0.5, 0.2, 0.1, 0.15]], model)
     assert columns["sex"] == ["2.0", "1.0"]
+
+
+@pytest.mark.parametrize("text", [
+    "M,0.4,1\nF,0.5,2\n", "M,0.4,1\n\n\nF,0.5,2", "\nM,0.4,1\n", "M,0.4,1\r\nF,0.5,2\r\n",
+    'M,"0.4",1\n"F,x",0.5,2\n', 'M,"line\nbreak",1\n', "M, 0.4 ,1,\n,,\n", "M,\x0c0.4,1\n",
+])
+def test_csv_rows_are_what_csv_reader_reads(text):
+    assert contract.csv_rows(text) == [row for row in csv.reader(io.StringIO(text)) if row]
