@@ -239,7 +239,7 @@ def _set_status(version: str, status: str, note: str) -> int:
     group = project_config.load().model_package_group
     change = review.set_status(group, version, status, note)
     if not change.changed:
-        console.print(f"{change.name} is already {status}; nothing changed")
+        console.print(change.unchanged)
         return 0
     console.print(f"{change.name}: {status}")
     for stage in change.serving:

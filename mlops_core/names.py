@@ -6,6 +6,15 @@ from __future__ import annotations
 TARGETS = ("local", "aws")
 # The deployment stages, in promotion order: each is one stack of cloudformation/endpoint.yml.
 STAGES = ("staging", "prod")
+
+
+def stage_problem(stage: str) -> str | None:
+    """Why `stage` is not one of STAGES, or None when it is."""
+    if stage in STAGES:
+        return None
+    return f"there is no stage {stage!r}; the stages are {', '.join(STAGES)}"
+
+
 # SageMaker real-time endpoints refuse request payloads larger than this (InvokeEndpoint).
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 # InvokeEndpoint's InferenceId header: the endpoint captures it and answers it.

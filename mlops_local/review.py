@@ -23,6 +23,10 @@ class Change:
     changed: bool  # False: the version already had that status, nothing was written
     serving: list[str] = field(default_factory=list)  # stages still serving a rejected version
 
+    @property
+    def unchanged(self) -> str:
+        return f"{self.name} is already {self.status}; nothing changed"
+
 
 def parse_version(text: str) -> int:
     # str.isdigit() and int() also take '١' (1 in Arabic-Indic digits) or '²'.

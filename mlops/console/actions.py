@@ -15,7 +15,7 @@ import threading
 from datetime import UTC, datetime
 
 from mlops_core.config import ROOT, Config, state_dir
-from mlops_core.names import STAGES
+from mlops_core.names import stage_problem
 from mlops_local import deploy, review
 from mlops_local.endpoint import lifecycle
 
@@ -29,7 +29,7 @@ def set_status(cfg: Config, version: str, status: str, comment: str) -> str:
     change = review.set_status(cfg.model_package_group, version, status,
                                comment.strip() or f"{verb} in the console")
     if not change.changed:
-        raise ActionError(f"version {version} is already {status}; nothing changed")
+        raise ActionError(change.unchanged)
     message = f"{change.name}: {status}"
     for stage in change.serving:
         message += (f". Warning: the local {stage} endpoint still serves {change.name}: deploy "
@@ -38,8 +38,8 @@ def set_status(cfg: Config, version: str, status: str, comment: str) -> str:
 
 
 def _stage(stage: str) -> str:
-    if stage not in STAGES:
-        raise ActionError(f"there is no stage {stage!r}; the stages are {', '.join(STAGES)}")
+    if problem := stage_problem(stage):
+        raise ActionError(problem)
     return stage
 
 

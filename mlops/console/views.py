@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from mlops_core.config import Config
-from mlops_core.names import STAGES, VARIANT
+from mlops_core.names import STAGES, VARIANT, stage_problem
 from mlops_local import deploy, monitor, review
 from mlops_local.endpoint import capture, lifecycle
 from mlops_local.engine import records
@@ -306,9 +306,8 @@ def deployments(cfg: Config) -> dict:
 
 
 def running_endpoint(cfg: Config, stage: str) -> dict:
-    if stage not in STAGES:
-        raise NotFound("no such stage", f"there is no stage {stage!r}; the stages are "
-                       f"{', '.join(STAGES)}")
+    if problem := stage_problem(stage):
+        raise NotFound("no such stage", problem)
     page = endpoint(cfg, stage)
     if page["status"] == "stopped":
         how = "Deploy staging" if stage == "staging" else "Promote to prod"
@@ -328,8 +327,8 @@ def monitoring(cfg: Config) -> dict:
 
 def monitoring_file(cfg: Config, stage: str, relative: str) -> Path:
     """A file a monitoring run wrote under the stage's prefix; nothing outside it."""
-    if stage not in STAGES:
-        raise NotFound("no such stage", f"there is no stage {stage!r}")
+    if problem := stage_problem(stage):
+        raise NotFound("no such stage", problem)
     root = LocalStore().path(monitor.monitoring_uri(cfg, stage)).resolve()
     path = (root / relative).resolve()
     if not path.is_relative_to(root) or not path.is_file():

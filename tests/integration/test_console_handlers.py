@@ -55,7 +55,7 @@ def test_approve_with_a_comment_reaches_the_registry_and_twice_is_refused(consol
     assert package["ApprovalDescription"] == "looks good: rmse 2.25"
     assert "looks good: rmse 2.25" in run_mlops(state, "registry", "list").stdout
     assert act(base, token, "/registry/1/approve")[1:] == (
-        "version 1 is already Approved; nothing changed", "error")
+        "abalone-models/1 is already Approved; nothing changed", "error")
     status, _, page = http(base, "GET", "/registry/1?message=x")
     assert status == 200 and "looks good: rmse 2.25" in page
 
@@ -64,7 +64,7 @@ def test_reject_twice_is_refused(console):
     base, token, _ = console
     assert act(base, token, "/registry/1/reject", comment="no")[2] == "ok"
     assert act(base, token, "/registry/1/reject")[1] == (
-        "version 1 is already Rejected; nothing changed")
+        "abalone-models/1 is already Rejected; nothing changed")
 
 
 @pytest.mark.parametrize(("version", "expected"), [
