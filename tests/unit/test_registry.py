@@ -23,11 +23,16 @@ def test_concurrent_registrations_all_succeed_with_gap_free_versions(tmp_path):
     path = str(tmp_path / "registry.db")
     LocalRegistry(path)
     context = multiprocessing.get_context("spawn")  # no inherited connections or locks
-    start = context.Manager().Event()
-    with context.Pool(PROCESSES) as pool:
+    with context.Manager() as manager:
+        start = manager.Event()
+        pool = context.Pool(PROCESSES)
         waiting = [pool.apply_async(_register, (path, start, EACH)) for _ in range(PROCESSES)]
         start.set()
         versions = [v for result in waiting for v in result.get(timeout=300)]
+        # Not Pool.terminate: a worker still starting when its SIGTERM came could miss it
+        # (coverage's handler for it was being set up) and wait for a task forever.
+        pool.close()
+        pool.join()
 
     assert sorted(versions) == list(range(1, PROCESSES * EACH + 1))
     listed = LocalRegistry(path).list_model_packages(
