@@ -261,14 +261,26 @@ def _chunks(data: bytes, size: int) -> list[tuple[int, bytes]]:
 def _transform_chunk(chunk: tuple[int, bytes], endpoint: Endpoint,
                      settings: Settings) -> FileResult:
     """Score a chunk's lines in mini-batches; refused rows are isolated, not lost."""
-    first, data = chunk
     result = FileResult()
     whole = _as_one_batch(chunk, settings)
-    if whole is not None:
-        output: list[str] = []
-        _score(whole, endpoint, settings, output, result.errors, data)
-        result.output, result.scored = "".join(output), len(output)
-        return result
+    if whole is not None:  # the chunk is the request body as it is
+        batches, bodies = [whole], [chunk[1]]
+    else:
+        batches = _batches(chunk, settings, result.errors)
+        bodies = [None] * len(batches)
+    output: list[str] = []
+    for batch, body in zip(batches, bodies, strict=True):
+        _score(batch, endpoint, settings, output, result.errors, body)
+    result.output, result.scored = "".join(output), len(output)
+    result.errors.sort(key=lambda error: error["line"])
+    return result
+
+
+def _batches(chunk: tuple[int, bytes], settings: Settings,
+             errors: list[dict]) -> list[list[tuple[int, str]]]:
+    """The chunk's numbered lines in mini-batches of at most MaxPayloadInMB, each line that
+    cannot be sent (blank, not one CSV record, too long) in `errors` instead."""
+    first, data = chunk
     # Only a quote or a carriage return can make a line other than one CSV record.
     plain = b'"' not in data and b"\r" not in data
     batches: list[list[tuple[int, str]]] = [[]]
@@ -276,14 +288,14 @@ def _transform_chunk(chunk: tuple[int, bytes], endpoint: Endpoint,
     for number, line in enumerate(_lines(data.decode("utf-8", "replace")), start=first):
         record = len(line.encode()) + 1
         if not line.strip():
-            result.errors.append(_error(number, line, "empty line"))
+            errors.append(_error(number, line, "empty line"))
             continue
         problem = None if plain else _not_one_record(line)
         if problem:
-            result.errors.append(_error(number, line, problem))
+            errors.append(_error(number, line, problem))
             continue
         if record > settings.payload_bytes:
-            result.errors.append(_error(
+            errors.append(_error(
                 number, line[:200], f"the row is {record} bytes, above MaxPayloadInMB"))
             continue
         if size + record > settings.payload_bytes:
@@ -291,19 +303,13 @@ def _transform_chunk(chunk: tuple[int, bytes], endpoint: Endpoint,
             size = 0
         batches[-1].append((number, line))
         size += record
-    output = []
-    for batch in batches:
-        if batch:
-            _score(batch, endpoint, settings, output, result.errors)
-    result.output, result.scored = "".join(output), len(output)
-    result.errors.sort(key=lambda error: error["line"])
-    return result
+    return [batch for batch in batches if batch]
 
 
 def _as_one_batch(chunk: tuple[int, bytes], settings: Settings) -> list[tuple[int, str]] | None:
     """The chunk's numbered lines when the chunk itself can be the mini-batch's body: within
-    MaxPayloadInMB, UTF-8, and no quote, carriage return or blank line (which `_transform_chunk`
-    would otherwise take out line by line); else None."""
+    MaxPayloadInMB, UTF-8, and no quote, carriage return or blank line (which `_batches`
+    would take out line by line); else None."""
     first, data = chunk
     if len(data) > settings.payload_bytes or b'"' in data or b"\r" in data:
         return None
