@@ -281,8 +281,7 @@ def _batches(chunk: tuple[int, bytes], settings: Settings,
     """The chunk's numbered lines in mini-batches of at most MaxPayloadInMB, each line that
     cannot be sent (blank, not one CSV record, too long) in `errors` instead."""
     first, data = chunk
-    # Only a quote or a carriage return can make a line other than one CSV record.
-    plain = b'"' not in data and b"\r" not in data
+    plain = _each_line_one_record(data)
     batches: list[list[tuple[int, str]]] = [[]]
     size = 0
     for number, line in enumerate(_lines(data.decode("utf-8", "replace")), start=first):
@@ -311,13 +310,19 @@ def _as_one_batch(chunk: tuple[int, bytes], settings: Settings) -> list[tuple[in
     MaxPayloadInMB, UTF-8, and no quote, carriage return or blank line (which `_batches`
     would take out line by line); else None."""
     first, data = chunk
-    if len(data) > settings.payload_bytes or b'"' in data or b"\r" in data:
+    if len(data) > settings.payload_bytes or not _each_line_one_record(data):
         return None
     try:
         lines = _lines(data.decode("utf-8"))
     except UnicodeDecodeError:
         return None
     return list(enumerate(lines, start=first)) if all(map(str.strip, lines)) else None
+
+
+def _each_line_one_record(data: bytes) -> bool:
+    """Whether every line of `data` is sure to be one CSV record: only a quote or a carriage
+    return can make one line other than that."""
+    return b'"' not in data and b"\r" not in data
 
 
 def _lines(text: str) -> list[str]:
