@@ -30,6 +30,13 @@ def _serving(model_dir):
     return inference.model_fn(model_dir)
 
 
+def _served(pipeline, schema_dir, model_dir):
+    """`pipeline` saved as a model beside the schema in `schema_dir`, as model_fn loads it."""
+    (model_dir / contract.SCHEMA_FILE).write_text((schema_dir / contract.SCHEMA_FILE).read_text())
+    joblib.dump(pipeline, model_dir / "model.joblib")
+    return _serving(model_dir)
+
+
 def _csv(cells: list) -> inference.Rows:
     return inference.input_fn("".join(",".join(row) + "\n" for row in cells), "text/csv")
 
@@ -44,9 +51,7 @@ def test_lean_path_equals_the_pipeline_on_the_whole_data_set(candidate, route, a
         [f"--{k}={v}" for k, v in CONFIG.candidates[candidate].items()])
     pipeline, _ = train.train(abalone_split / "train", abalone_split / "validation", schema,
                               settings)
-    (tmp_path / contract.SCHEMA_FILE).write_text((abalone_split / "schema.json").read_text())
-    joblib.dump(pipeline, tmp_path / "model.joblib")
-    served = _serving(tmp_path)
+    served = _served(pipeline, abalone_split, tmp_path)
     assert served.lean is not None
     assert "serving on the lean path" in capsys.readouterr().err
     frame, cells = rows
@@ -73,10 +78,7 @@ def test_a_value_the_encoder_never_saw_is_all_zeros_as_in_the_pipeline(trained_m
                             CONFIG.categorical)], remainder=StandardScaler()), Ridge())
     known = frame["sex"] != "M"
     without_males.fit(frame[known], np.arange(float(known.sum())))
-    (tmp_path / contract.SCHEMA_FILE).write_text(
-        (trained_model_dir / contract.SCHEMA_FILE).read_text())
-    joblib.dump(without_males, tmp_path / "model.joblib")
-    served = _serving(tmp_path)
+    served = _served(without_males, trained_model_dir, tmp_path)
     (name, _, columns), = served.lean.onehots
     assert name == "sex" and columns["M"] == -1
     males = [row for row in cells if row[0] == "M"]
@@ -95,10 +97,7 @@ def test_a_scaler_that_does_not_centre_is_read_as_it_transforms(trained_model_di
         ColumnTransformer([("sex", OneHotEncoder(handle_unknown="ignore"), CONFIG.categorical)],
                           remainder=StandardScaler(with_mean=False)), Ridge())
     uncentred.fit(frame, np.arange(float(len(frame))))
-    (tmp_path / contract.SCHEMA_FILE).write_text(
-        (trained_model_dir / contract.SCHEMA_FILE).read_text())
-    joblib.dump(uncentred, tmp_path / "model.joblib")
-    served = _serving(tmp_path)
+    served = _served(uncentred, trained_model_dir, tmp_path)
     assert served.lean is not None and not served.lean.offset.any()
     reference = uncentred.predict(frame)
     for request in (_csv(cells), _csv(cells[:3]), inference.Rows(cells)):
@@ -112,10 +111,7 @@ def test_another_model_shape_is_served_through_its_pipeline(trained_model_dir, t
     odd = make_pipeline(ColumnTransformer([("sex", OrdinalEncoder(), CONFIG.categorical)],
                                           remainder="passthrough"), Ridge())
     odd.fit(frame.iloc[:200], np.arange(200.0))
-    (tmp_path / contract.SCHEMA_FILE).write_text(
-        (trained_model_dir / contract.SCHEMA_FILE).read_text())
-    joblib.dump(odd, tmp_path / "model.joblib")
-    served = _serving(tmp_path)
+    served = _served(odd, trained_model_dir, tmp_path)
     assert served.lean is None
     assert "serving through the Pipeline's predict: its step 'sex' is a OrdinalEncoder" \
         in capsys.readouterr().err
