@@ -9,7 +9,7 @@ STAGE ?= staging
 TARGET ?= local
 VERSION ?=
 
-.PHONY: install install-runtime install-all test-fast pipeline rehearse definition upsert run-aws test lint bench registry \
+.PHONY: install install-runtime install-all test-fast pipeline rehearse definition upsert run-aws test lint $(LINTERS) bench registry \
         approve reject \
         deploy-build deploy-staging deploy-prod invoke batch deploy-batch endpoint-test endpoint-status endpoint-stop \
         monitor console deploy-infra destroy-infra clean
@@ -76,11 +76,25 @@ test: lint
 test-fast: install
 	$(BIN)/pytest -m "not slow"
 
+# The checks are independent: side by side (each one's output printed whole when it ends) they
+# take about half the time of one after another.
+LINTERS := lint-ruff lint-cfn lint-wiring lint-checkov lint-taskcat
 lint: install $(CHECKOV) $(TASKCAT)
+	@$(MAKE) --no-print-directory -j5 --output-sync=target $(LINTERS)
+
+lint-ruff: install
 	$(BIN)/ruff check .
+
+lint-cfn: install
 	$(BIN)/cfn-lint cloudformation/*.yml
+
+lint-wiring: install
 	$(BIN)/python -m model_deploy.pipeline_wiring cloudformation/*.yml
+
+lint-checkov: $(CHECKOV)
 	$(CHECKOV) -d cloudformation --framework cloudformation --skip-download --compact --quiet
+
+lint-taskcat: $(TASKCAT)
 	$(TASKCAT) lint
 
 registry: install-runtime
