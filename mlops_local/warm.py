@@ -78,11 +78,27 @@ def prepare() -> None:
     forkserver.ensure_running()
 
 
+def _untraced() -> None:
+    """Drop what a fork inherits from the server's interpreter and a fresh one would not have:
+    a trace or profile function (a debugger's, or coverage's when the engine runs under it)
+    and a SIGTERM handler."""
+    sys.settrace(None)
+    sys.setprofile(None)
+    threading.settrace(None)
+    threading.setprofile(None)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _start_worker(initializer, initargs: tuple) -> None:
+    _untraced()
+    initializer(*initargs)
+
+
 def process_pool(workers: int, initializer, initargs: tuple) -> ProcessPoolExecutor:
     """A pool of `workers` processes forked from the fork server, all started here, under
     _LOCK (see WarmProcess): a pool starts one process per task until it has `workers`."""
-    pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=initializer,
-                               initargs=initargs)
+    pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_start_worker,
+                               initargs=(initializer, initargs))
     with _LOCK, _main_module_hidden():
         started = [pool.submit(os.getpid) for _ in range(workers)]
     for future in started:
@@ -143,6 +159,7 @@ def _main_module_hidden():
 
 def run_script(argv: list[str], env: dict, cwd: str, log_path: str) -> None:
     """In the forked child: become `python SCRIPT ARGS` with this environment, and run it."""
+    _untraced()
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     null = os.open(os.devnull, os.O_RDONLY)
     for target, source in ((0, null), (1, log), (2, log)):

@@ -19,6 +19,10 @@ OPT_ML = "/opt/ml"
 PYTHONS = ("python", "python3", "/usr/bin/python3", "/usr/local/bin/python", "/usr/bin/python")
 TAIL_LINES = 15
 STOP_GRACE_S = 10
+# A job's container starts with its image's variables and the job's Environment, never the
+# caller's (credentials, MLOPS_*, a profiler's or coverage's hooks). Of this machine's, a job
+# keeps only what finds programs and files and reads text as this machine does.
+MACHINE_VARIABLES = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 
 
 class JobStopped(StepFailure):
@@ -108,7 +112,8 @@ class Job:
 
     def run(self, command: list[str], environment: dict, cwd: Path | None = None) -> int:
         """Run the command with stdout and stderr appended to the job log; the exit code."""
-        env = {**os.environ, **{k: str(v) for k, v in environment.items()}}
+        env = {name: os.environ[name] for name in MACHINE_VARIABLES if name in os.environ}
+        env.update({k: str(v) for k, v in environment.items()})
         env["MLOPS_OPT_ML"] = str(self.opt_ml)
         env["PYTHONUNBUFFERED"] = "1"
         self.log.parent.mkdir(parents=True, exist_ok=True)
