@@ -18,7 +18,9 @@ args = parser.parse_args()
 directory = Path(args.dir)
 if args.on_term == "finish":  # SIGTERM releases it: a job that completes as it is stopped
     signal.signal(signal.SIGTERM, lambda *_: (directory / f"{args.me}.release").touch())
-(directory / f"{args.me}.started").write_text(str(os.getpid()))
+# Whole or not at all: the test reads the pid as soon as the file exists.
+(directory / f"{args.me}.starting").write_text(str(os.getpid()))
+os.replace(directory / f"{args.me}.starting", directory / f"{args.me}.started")
 deadline = time.monotonic() + 300
 while not (directory / f"{args.me}.release").exists():
     if time.monotonic() > deadline:
