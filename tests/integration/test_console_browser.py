@@ -33,6 +33,8 @@ def console(trained_state, tmp_path_factory):
     with console_server(state) as (base, _), playwright.sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        # A click on Deploy or the gate waits for the whole action; 30 s is tight when busy.
+        page.set_default_timeout(120_000)
         try:
             yield page, base, state
         finally:

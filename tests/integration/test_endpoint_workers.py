@@ -136,7 +136,9 @@ def test_sigterm_lets_the_request_in_flight_finish(endpoint, state, rows):
         )
         interim = b""
         while b"\r\n\r\n" not in interim:  # a worker has the request: it asked for the body
-            interim += sock.recv(1)
+            byte = sock.recv(1)
+            assert byte, f"the endpoint closed the connection after {interim!r}"
+            interim += byte
         assert interim.startswith(b"HTTP/1.1 100")
         stopping = threading.Thread(target=lifecycle.stop, args=("staging",))
         stopping.start()

@@ -18,20 +18,19 @@ ROLE = "arn:aws:iam::123456789012:role/abalone-sagemaker"
 
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory):
-    patch = pytest.MonkeyPatch()
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
-                        "MLOPS_BUCKET": "abalone-artifacts", "MLOPS_ROLE_ARN": ROLE,
-                        "MLOPS_HOME": str(tmp_path_factory.mktemp("state"))}.items():
-        patch.setenv(name, value)
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="abalone-artifacts")
-        config = project_config.load()
-        target = targets.aws(config, s3_client=s3)
-        pipeline, _ = definition.load_or_build(config, target, force=True)
-        yield config, target, pipeline, s3, boto3.client("sagemaker", region_name="us-east-1")
-    patch.undo()
+    with pytest.MonkeyPatch.context() as patch:  # undone even when the set-up fails
+        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                            "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+                            "MLOPS_BUCKET": "abalone-artifacts", "MLOPS_ROLE_ARN": ROLE,
+                            "MLOPS_HOME": str(tmp_path_factory.mktemp("state"))}.items():
+            patch.setenv(name, value)
+        with mock_aws():
+            s3 = boto3.client("s3", region_name="us-east-1")
+            s3.create_bucket(Bucket="abalone-artifacts")
+            config = project_config.load()
+            target = targets.aws(config, s3_client=s3)
+            pipeline, _ = definition.load_or_build(config, target, force=True)
+            yield config, target, pipeline, s3, boto3.client("sagemaker", region_name="us-east-1")
 
 
 def test_aws_definition_uploads_code_to_the_artifact_bucket(aws):

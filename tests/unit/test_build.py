@@ -206,6 +206,7 @@ def test_monitoring_needs_the_package_baseline(moto_sagemaker, tmp_path):
 def test_main_reports_a_missing_approval_then_builds(moto_sagemaker, tmp_path, monkeypatch,
                                                      capsys):
     config = load_config()
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "state"))  # its definition cache
     monkeypatch.setenv("MLOPS_BUCKET", "mlops-main")
     monkeypatch.setenv("MLOPS_ROLE_ARN", NAMES.role_arn)
     key_arn = f"arn:aws:kms:{REGION}:123456789012:key/project-key"
