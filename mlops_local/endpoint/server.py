@@ -96,6 +96,23 @@ class Limits:
         return cls(**values)
 
 
+_SUBMIT_DIRS: set[str] = set()  # the code/ directories load_handlers put on sys.path
+
+
+def _own_neighbours(submit_dir: str) -> None:
+    """Put `submit_dir` first on sys.path (the container lets the program import its
+    neighbours), and forget the neighbours another model's code imported in this process, so
+    that this model imports its own (code already loaded keeps the modules it has)."""
+    others = tuple(directory + os.sep for directory in _SUBMIT_DIRS - {submit_dir})
+    if others:
+        for name, module in list(sys.modules.items()):
+            if (getattr(module, "__file__", None) or "").startswith(others):
+                del sys.modules[name]
+    sys.path[:] = [submit_dir, *(entry for entry in sys.path
+                                 if entry != submit_dir and entry + os.sep not in others)]
+    _SUBMIT_DIRS.add(submit_dir)
+
+
 def load_handlers(model_dir: Path) -> ModuleType:
     """Import `<model dir>/code/$SAGEMAKER_PROGRAM` by path, like the serving container."""
     submit_dir = Path(model_dir) / "code"
@@ -103,7 +120,7 @@ def load_handlers(model_dir: Path) -> ModuleType:
     path = submit_dir / program
     if not path.is_file():
         raise ServingCodeError(f"no serving code at {path} (SAGEMAKER_PROGRAM={program})")
-    sys.path.insert(0, str(submit_dir))  # the container lets the program import its neighbours
+    _own_neighbours(os.path.abspath(submit_dir))
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # as an import would; dataclasses look their module up
