@@ -10,21 +10,29 @@ import sys
 import textwrap
 
 
-def test_a_warm_job_imports_nothing_of_the_program_that_started_it(tmp_path):
+def _printed_by_warm_job(tmp_path, source: str, env: dict | None = None):
+    """What a job script (`source`) printed as JSON, run from the fork server by a __main__
+    module that imports the CLI, as mlops does, with `env` (default: this one); the job's
+    own environment is PATH alone."""
     job = tmp_path / "job.py"
-    job.write_text("import json, sys\nprint(json.dumps(sorted(sys.modules)))\n")
-    program = tmp_path / "program.py"  # a __main__ module that imports the CLI, as mlops does
+    job.write_text(source)
+    program = tmp_path / "program.py"
     program.write_text(textwrap.dedent(f"""
         import os, sys
         from mlops import cli
         from mlops_local import warm
         if __name__ == "__main__":
-            job = warm.WarmProcess([sys.executable, {str(job)!r}], dict(os.environ),
+            job = warm.WarmProcess([sys.executable, {str(job)!r}], {{"PATH": os.environ["PATH"]}},
                                    {str(tmp_path)!r}, {str(tmp_path / "job.log")!r})
             sys.exit(job.wait())
     """))
-    subprocess.run([sys.executable, str(program)], check=True, env=os.environ, timeout=120)
-    modules = json.loads((tmp_path / "job.log").read_text())
+    subprocess.run([sys.executable, str(program)], check=True, env=env or os.environ, timeout=120)
+    return json.loads((tmp_path / "job.log").read_text())
+
+
+def test_a_warm_job_imports_nothing_of_the_program_that_started_it(tmp_path):
+    modules = _printed_by_warm_job(
+        tmp_path, "import json, sys\nprint(json.dumps(sorted(sys.modules)))\n")
     assert "pandas" in modules  # what the server preloads
     assert not {"mlops.cli", "mlops_core"} & set(modules)
 
@@ -50,18 +58,9 @@ def test_a_warm_job_starts_untraced_with_the_default_sigterm(tmp_path):
     as `python SCRIPT` with the job's environment would not be."""
     rc = tmp_path / ".coveragerc"
     rc.write_text(f"[run]\nsource = {tmp_path / 'nothing'}\ndata_file = {tmp_path / 'cov'}\n")
-    job = tmp_path / "job.py"
-    job.write_text("import json, signal, sys\nprint(json.dumps([sys.gettrace() is None, "
-                   "signal.getsignal(signal.SIGTERM) == signal.SIG_DFL]))\n")
-    program = tmp_path / "program.py"
-    program.write_text(textwrap.dedent(f"""
-        import os, sys
-        from mlops_local import warm
-        job = warm.WarmProcess([sys.executable, {str(job)!r}], {{"PATH": os.environ["PATH"]}},
-                               {str(tmp_path)!r}, {str(tmp_path / "job.log")!r})
-        sys.exit(job.wait())
-    """))
     env = {**os.environ, "COVERAGE_PROCESS_START": str(rc)}
     env.pop("COVERAGE_PROCESS_CONFIG", None)
-    subprocess.run([sys.executable, str(program)], check=True, env=env, timeout=120)
-    assert json.loads((tmp_path / "job.log").read_text()) == [True, True]
+    untraced = _printed_by_warm_job(
+        tmp_path, "import json, signal, sys\nprint(json.dumps([sys.gettrace() is None, "
+        "signal.getsignal(signal.SIGTERM) == signal.SIG_DFL]))\n", env)
+    assert untraced == [True, True]
